@@ -1,0 +1,402 @@
+"""DM's Execution rules: scheduling, activation and inspection.
+
+ActivateExecution decides who runs an Execution. It returns:
+
+- OK when the Execution was SCHEDULING and is now RUNNING under the
+  caller's ExecutionToken, or was already RUNNING under that same token
+  (an identical retry, including one whose first reply was lost);
+- ALREADY_EXISTS when the activation token is right but the Execution is
+  RUNNING under another ExecutionToken;
+- PERMISSION_DENIED when the activation token is wrong, the Execution does
+  not exist (the two are indistinguishable), the Execution is STOPPING or
+  finished, or its activation deadline has passed (it then becomes
+  ABNORMAL_FINISHED);
+- INVALID_ARGUMENT when the request breaks the rules in `validate`;
+- UNAVAILABLE, ABORTED or DEADLINE_EXCEEDED when storage failed, contention
+  did not settle, or the caller's deadline ran out: retry the same request.
+
+The decision is made on a plain read. Outcomes that change nothing answer
+from that read alone; a state change is committed in a transaction whose
+write requires the document to be unchanged since the read, and a lost race
+is settled by reading again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import hashlib
+import hmac
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf import empty_pb2
+
+from dm.proto import activate_execution_pb2, graph_data_pb2
+from dm.rpc import Code, Context, RpcError
+from dm.store import (
+    AlreadyExists,
+    ExecutionKey,
+    FieldValue,
+    FirestoreStore,
+    Snapshot,
+    StoreContention,
+    StoreError,
+)
+
+logger = logging.getLogger(__name__)
+
+State = graph_data_pb2.Execution.State
+
+# Request limits (see `validate`).
+QUEST_MAX_CHARS = 256
+TOKEN_MAX_BYTES = 512
+EXECUTION_TOKEN_MIN_BYTES = 32
+ACTIVATION_TOKEN_BYTES = 32
+_QUEST_RE = re.compile(rf"[A-Za-z0-9._~-]{{1,{QUEST_MAX_CHARS}}}")
+
+# Time limits. An activation spends at most STORE_BUDGET_S on Firestore
+# (fewer if the caller's own deadline is nearer), and no single RPC waits
+# longer than RPC_TIMEOUT_S.
+STORE_BUDGET_S = 5.0
+RPC_TIMEOUT_S = 2.0
+MAX_ROUNDS = 8
+
+# Messages returned to callers.
+MSG_DENIED = "activation token is wrong, or no such Execution"
+MSG_CLOSED = "the Execution is no longer open to activation"
+MSG_EXPIRED = "the Execution's activation deadline has passed"
+MSG_TAKEN = "another ExecutionToken already activated this Execution"
+MSG_UNAVAILABLE = "storage is unavailable; retry the same request"
+MSG_CONTENTION = "contention on the Execution did not settle; retry"
+MSG_DEADLINE = "the call's deadline passed; retry the same request"
+
+# Document fields. Tokens are kept only as SHA-256 digests.
+F_QUEST = "quest"
+F_ATTEMPT = "attempt"
+F_EXECUTION = "execution"
+F_STATE = "state"
+F_ACTIVATION_SHA256 = "activation_token_sha256"
+F_EXECUTION_SHA256 = "execution_token_sha256"
+F_CREATED = "created"
+F_ACTIVATED = "activated"
+F_FINISHED = "finished"
+F_ACTIVATE_BY = "activate_by"
+F_EXPIRED = "expired"
+
+# Compared against when no document exists, so that an unknown Execution
+# costs the same constant-time comparison as a wrong token.
+_NO_DIGEST = bytes(32)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def validate_id(quest: str, attempt: int, execution: int) -> ExecutionKey:
+    """Checks an Execution ID and returns its key.
+
+    Raises:
+        RpcError: INVALID_ARGUMENT naming the first rule broken.
+    """
+    if not _QUEST_RE.fullmatch(quest) or quest in (".", ".."):
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"auth.id.quest must be 1 to {QUEST_MAX_CHARS} characters of "
+            "A-Z a-z 0-9 - _ . ~ and not '.' or '..'",
+        )
+    if attempt < 1:
+        raise RpcError(Code.INVALID_ARGUMENT, "auth.id.attempt must be at least 1")
+    if execution < 1:
+        raise RpcError(Code.INVALID_ARGUMENT, "auth.id.id must be at least 1")
+    return ExecutionKey(quest, attempt, execution)
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """A validated ActivateExecutionReq, tokens already digested."""
+
+    key: ExecutionKey
+    activation_sha256: bytes
+    execution_sha256: bytes
+
+
+def validate(req: activate_execution_pb2.ActivateExecutionReq) -> Activation:
+    """Checks every field of the request; nothing is read or written first.
+
+    Raises:
+        RpcError: INVALID_ARGUMENT naming the first rule broken.
+    """
+    if not req.HasField("auth"):
+        raise RpcError(Code.INVALID_ARGUMENT, "auth is required")
+    if not req.auth.HasField("id"):
+        raise RpcError(Code.INVALID_ARGUMENT, "auth.id is required")
+    key = validate_id(req.auth.id.quest, req.auth.id.attempt, req.auth.id.id)
+    if not 1 <= len(req.auth.token) <= TOKEN_MAX_BYTES:
+        raise RpcError(
+            Code.INVALID_ARGUMENT, f"auth.token must be 1 to {TOKEN_MAX_BYTES} bytes"
+        )
+    if not EXECUTION_TOKEN_MIN_BYTES <= len(req.execution_token) <= TOKEN_MAX_BYTES:
+        raise RpcError(
+            Code.INVALID_ARGUMENT,
+            f"execution_token must be {EXECUTION_TOKEN_MIN_BYTES} to "
+            f"{TOKEN_MAX_BYTES} bytes",
+        )
+    return Activation(
+        key=key,
+        activation_sha256=_sha256(req.auth.token),
+        execution_sha256=_sha256(req.execution_token),
+    )
+
+
+class Verdict(enum.Enum):
+    """What an activation request gets, given the Execution as read."""
+
+    ACTIVATE = "activate"  # SCHEDULING and in time: claim it.
+    EXPIRE = "expire"  # SCHEDULING but late: close it, then deny.
+    ALREADY_OURS = "already_ours"  # RUNNING under this token: OK.
+    TAKEN = "taken"  # RUNNING under another token.
+    DENIED = "denied"  # wrong token or no such Execution.
+    CLOSED = "closed"  # STOPPING or finished.
+
+
+def decide(
+    fields: Mapping[str, FieldValue] | None,
+    activation: Activation,
+    now: datetime.datetime,
+) -> Verdict:
+    """The whole of ActivateExecution's rules, as a pure function."""
+    stored = fields.get(F_ACTIVATION_SHA256) if fields else None
+    if not isinstance(stored, bytes):
+        hmac.compare_digest(_NO_DIGEST, activation.activation_sha256)
+        return Verdict.DENIED
+    if not hmac.compare_digest(stored, activation.activation_sha256):
+        return Verdict.DENIED
+
+    assert fields is not None
+    state = fields.get(F_STATE)
+    if state == State.RUNNING:
+        winner = fields.get(F_EXECUTION_SHA256)
+        if isinstance(winner, bytes) and hmac.compare_digest(
+            winner, activation.execution_sha256
+        ):
+            return Verdict.ALREADY_OURS
+        return Verdict.TAKEN
+    if state == State.SCHEDULING:
+        activate_by = fields.get(F_ACTIVATE_BY)
+        if isinstance(activate_by, datetime.datetime) and now >= activate_by:
+            return Verdict.EXPIRE
+        return Verdict.ACTIVATE
+    return Verdict.CLOSED
+
+
+_FINAL_VERDICTS = {
+    Verdict.ALREADY_OURS: None,
+    Verdict.TAKEN: RpcError(Code.ALREADY_EXISTS, MSG_TAKEN),
+    Verdict.DENIED: RpcError(Code.PERMISSION_DENIED, MSG_DENIED),
+    Verdict.CLOSED: RpcError(Code.PERMISSION_DENIED, MSG_CLOSED),
+}
+
+
+class ExecutionService:
+    """Schedules, activates and shows Executions kept in a FirestoreStore.
+
+    Args:
+        store: where Executions live.
+        clock: returns the current UTC time (tests move it).
+        store_budget: seconds one call may spend on Firestore in all.
+    """
+
+    def __init__(
+        self,
+        store: FirestoreStore,
+        *,
+        clock: Callable[[], datetime.datetime] = _utcnow,
+        store_budget: float = STORE_BUDGET_S,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._store_budget = store_budget
+
+    def activate(
+        self, req: activate_execution_pb2.ActivateExecutionReq, ctx: Context
+    ) -> empty_pb2.Empty:
+        """Implements dm.Deps.ActivateExecution (outcomes: module docstring).
+
+        Raises:
+            RpcError: for every outcome but OK.
+        """
+        activation = validate(req)
+        ctx.log_fields["execution"] = _describe(activation.key)
+
+        budget_end = time.monotonic() + self._store_budget
+        failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+        for round_no in range(1, MAX_ROUNDS + 1):
+            ctx.log_fields["rounds"] = round_no
+            timeout = self._rpc_timeout(ctx, budget_end)
+            if timeout is None:
+                break
+            try:
+                if self._activate_once(activation, timeout):
+                    return empty_pb2.Empty()
+                # Lost a race for the document: read it again at once.
+                continue
+            except StoreContention:
+                failure = RpcError(Code.ABORTED, MSG_CONTENTION)
+            except StoreError as exc:
+                logger.warning("activation round %d: %s", round_no, exc)
+                failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+            _backoff(round_no, budget_end, ctx)
+
+        remaining = ctx.remaining()
+        if remaining is not None and remaining <= 0:
+            raise RpcError(Code.DEADLINE_EXCEEDED, MSG_DEADLINE)
+        raise failure
+
+    def _rpc_timeout(self, ctx: Context, budget_end: float) -> float | None:
+        """Seconds the next RPC may take; None when no time is left."""
+        left = budget_end - time.monotonic()
+        call_left = ctx.remaining()
+        if call_left is not None:
+            left = min(left, call_left)
+        if left <= 0.001:
+            return None
+        return min(left, RPC_TIMEOUT_S)
+
+    def _activate_once(self, activation: Activation, timeout: float) -> bool:
+        """One read-decide-write round.
+
+        Returns:
+            True when the caller now holds the Execution; False when the
+            document changed under us and must be read again.
+
+        Raises:
+            RpcError: for a final outcome other than OK.
+            StoreError: when Firestore failed.
+        """
+        snapshot = self._store.get(activation.key, timeout=timeout)
+        now = self._clock()
+        verdict = decide(snapshot.fields if snapshot else None, activation, now)
+
+        if verdict in _FINAL_VERDICTS:
+            error = _FINAL_VERDICTS[verdict]
+            if error is not None:
+                raise error
+            return True
+
+        assert snapshot is not None
+        if verdict is Verdict.ACTIVATE:
+            changes: dict[str, FieldValue] = {
+                F_STATE: State.RUNNING,
+                F_EXECUTION_SHA256: activation.execution_sha256,
+                F_ACTIVATED: now,
+            }
+            return self._commit(activation.key, snapshot, changes, timeout)
+
+        # Verdict.EXPIRE: close the Execution, then deny. If someone else
+        # changed it first, read again and decide on what they did.
+        changes = {
+            F_STATE: State.ABNORMAL_FINISHED,
+            F_FINISHED: now,
+            F_EXPIRED: True,
+        }
+        if self._commit(activation.key, snapshot, changes, timeout):
+            raise RpcError(Code.PERMISSION_DENIED, MSG_EXPIRED)
+        return False
+
+    def _commit(
+        self,
+        key: ExecutionKey,
+        snapshot: Snapshot,
+        changes: dict[str, FieldValue],
+        timeout: float,
+    ) -> bool:
+        return self._store.update_if_unchanged(
+            key, snapshot.version, changes, timeout=timeout
+        )
+
+    def schedule(self, key: ExecutionKey, start_timeout: float | None = None) -> bytes:
+        """Creates an Execution in SCHEDULING; returns its activation token.
+
+        Args:
+            key: the Execution to create.
+            start_timeout: seconds from now within which it must be
+                activated, or None for no limit.
+
+        Raises:
+            AlreadyExists: when the Execution exists already.
+            StoreError: when Firestore failed.
+        """
+        token = secrets.token_bytes(ACTIVATION_TOKEN_BYTES)
+        now = self._clock()
+        fields: dict[str, FieldValue] = {
+            F_QUEST: key.quest,
+            F_ATTEMPT: key.attempt,
+            F_EXECUTION: key.execution,
+            F_STATE: State.SCHEDULING,
+            F_ACTIVATION_SHA256: _sha256(token),
+            F_CREATED: now,
+        }
+        if start_timeout is not None:
+            fields[F_ACTIVATE_BY] = now + datetime.timedelta(seconds=start_timeout)
+        self._store.create(key, fields, timeout=self._store_budget)
+        return token
+
+    def show(self, key: ExecutionKey) -> dict[str, Any] | None:
+        """Returns the Execution's state and times, never its digests.
+
+        Returns:
+            None when the Execution does not exist.
+        """
+        snapshot = self._store.get(key, timeout=self._store_budget)
+        if snapshot is None:
+            return None
+        fields = snapshot.fields
+        state = fields.get(F_STATE)
+        shown: dict[str, Any] = {
+            "id": {"quest": key.quest, "attempt": key.attempt, "id": key.execution},
+            "state": State.Name(state) if isinstance(state, int) else None,
+        }
+        for name in (F_CREATED, F_ACTIVATE_BY, F_ACTIVATED, F_FINISHED):
+            value = fields.get(name)
+            if isinstance(value, datetime.datetime):
+                shown[name] = value.isoformat()
+        if fields.get(F_EXPIRED):
+            shown[F_EXPIRED] = True
+        return shown
+
+
+def _describe(key: ExecutionKey) -> str:
+    return f"{key.quest}|{key.attempt}|{key.execution}"
+
+
+def _backoff(round_no: int, budget_end: float, ctx: Context) -> None:
+    """Sleeps before another round: jittered, growing, within the budgets."""
+    delay = random.uniform(0.5, 1.0) * min(0.05 * 2**round_no, 1.0)
+    limit = budget_end - time.monotonic()
+    call_left = ctx.remaining()
+    if call_left is not None:
+        limit = min(limit, call_left)
+    if limit > 0:
+        time.sleep(min(delay, limit))
+
+
+__all__ = [
+    "AlreadyExists",
+    "Activation",
+    "ExecutionService",
+    "Verdict",
+    "decide",
+    "validate",
+    "validate_id",
+]

@@ -1,0 +1,273 @@
+"""ActivateExecution's outcomes through the service layer, on the emulator."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from dm.rpc import Code, Context, RpcError
+from dm.service import ExecutionService, State
+from dm.store import ExecutionKey, StoreUnavailable
+from tests.support import make_req
+
+
+def outcome(service, req, ctx: Context | None = None) -> Code:
+    try:
+        service.activate(req, ctx or Context())
+    except RpcError as exc:
+        return exc.code
+    return Code.OK
+
+
+def state_of(service, key) -> str:
+    return service.show(key)["state"]
+
+
+def test_first_activation_is_ok_and_running(service, schedule):
+    key, token = schedule()
+    assert outcome(service, make_req(key, token)) is Code.OK
+    shown = service.show(key)
+    assert shown["state"] == "RUNNING" and "activated" in shown
+
+
+def test_identical_retry_is_ok(service, schedule):
+    key, token = schedule()
+    req = make_req(key, token)
+    assert [outcome(service, req) for _ in range(3)] == [Code.OK] * 3
+
+
+def test_other_execution_token_is_already_exists(service, schedule):
+    key, token = schedule()
+    assert outcome(service, make_req(key, token)) is Code.OK
+    assert outcome(service, make_req(key, token)) is Code.ALREADY_EXISTS
+    assert state_of(service, key) == "RUNNING"
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_wrong_activation_token_is_denied(service, schedule, running):
+    key, token = schedule()
+    winner = make_req(key, token)
+    if running:
+        assert outcome(service, winner) is Code.OK
+    wrong = make_req(key, secrets.token_bytes(32), winner.execution_token)
+    assert outcome(service, wrong) is Code.PERMISSION_DENIED
+    assert state_of(service, key) == ("RUNNING" if running else "SCHEDULING")
+
+
+def test_unknown_execution_is_denied_like_a_wrong_token(service, schedule):
+    key, token = schedule()
+    missing = ExecutionKey(key.quest, 1, 2)
+    for req in (make_req(missing, token), make_req(key, b"w" * 32)):
+        with pytest.raises(RpcError) as info:
+            service.activate(req, Context())
+        assert info.value.code is Code.PERMISSION_DENIED
+        assert info.value.message == "activation token is wrong, or no such Execution"
+    assert service.show(missing) is None
+
+
+@pytest.mark.parametrize(
+    "state", [State.STOPPING, State.FINISHED, State.ABNORMAL_FINISHED]
+)
+def test_closed_execution_is_denied_even_to_the_winner(service, store, schedule, state):
+    key, token = schedule()
+    winner = make_req(key, token)
+    assert outcome(service, winner) is Code.OK
+    snap = store.get(key, timeout=5)
+    assert store.update_if_unchanged(key, snap.version, {"state": state}, timeout=5)
+    assert outcome(service, winner) is Code.PERMISSION_DENIED
+    assert outcome(service, make_req(key, token)) is Code.PERMISSION_DENIED
+
+
+def test_expired_execution_is_denied_and_finished(service, schedule):
+    key, token = schedule(start_timeout=0.0)
+    assert outcome(service, make_req(key, token)) is Code.PERMISSION_DENIED
+    shown = service.show(key)
+    assert shown["state"] == "ABNORMAL_FINISHED" and shown["expired"] is True
+    assert outcome(service, make_req(key, token)) is Code.PERMISSION_DENIED
+
+
+def test_activation_before_deadline_then_retry_after_it(store, schedule):
+    clock = [datetime.datetime.now(datetime.UTC)]
+    service = ExecutionService(store, clock=lambda: clock[0])
+    key, token = ExecutionKey("late", 1, 1), None
+    token = service.schedule(key, start_timeout=60)
+    req = make_req(key, token)
+    assert outcome(service, req) is Code.OK
+    clock[0] += datetime.timedelta(minutes=5)
+    assert outcome(service, req) is Code.OK
+
+
+def test_expiry_uses_the_clock(store):
+    clock = [datetime.datetime.now(datetime.UTC)]
+    service = ExecutionService(store, clock=lambda: clock[0])
+    key = ExecutionKey("slow", 1, 1)
+    token = service.schedule(key, start_timeout=60)
+    clock[0] += datetime.timedelta(seconds=61)
+    assert outcome(service, make_req(key, token)) is Code.PERMISSION_DENIED
+    assert service.show(key)["state"] == "ABNORMAL_FINISHED"
+
+
+def test_tokens_are_stored_only_as_digests(service, store, schedule):
+    key, token = schedule()
+    req = make_req(key, token)
+    assert outcome(service, req) is Code.OK
+    fields = store.get(key, timeout=5).fields
+    stored = b"".join(v for v in fields.values() if isinstance(v, bytes))
+    assert token not in stored and req.execution_token not in stored
+    assert hashlib.sha256(token).digest() in fields.values()
+    assert hashlib.sha256(req.execution_token).digest() in fields.values()
+    assert not any(
+        isinstance(v, str) and (token.hex() in v or req.execution_token.hex() in v)
+        for v in fields.values()
+    )
+
+
+def test_show_never_includes_tokens(service, schedule):
+    key, token = schedule()
+    assert outcome(service, make_req(key, token)) is Code.OK
+    assert set(service.show(key)) <= {
+        "id",
+        "state",
+        "created",
+        "activated",
+        "activate_by",
+        "finished",
+        "expired",
+    }
+
+
+def test_schedule_refuses_existing(service, schedule):
+    from dm.store import AlreadyExists
+
+    key, _ = schedule()
+    with pytest.raises(AlreadyExists):
+        service.schedule(key)
+
+
+def race(service, key, token, callers: int) -> tuple[Counter, float, list]:
+    reqs = [make_req(key, token) for _ in range(callers)]
+    codes: list[Code | None] = [None] * callers
+    slowest = [0.0]
+    barrier = threading.Barrier(callers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        started = time.monotonic()
+        codes[i] = outcome(service, reqs[i])
+        slowest[0] = max(slowest[0], time.monotonic() - started)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (
+        Counter(codes),
+        slowest[0],
+        [reqs[i] for i, c in enumerate(codes) if c is Code.OK],
+    )
+
+
+@pytest.mark.parametrize("callers", [30, 50])
+def test_race_has_exactly_one_winner(service, schedule, callers):
+    key, token = schedule()
+    counts, slowest, winners = race(service, key, token, callers)
+    assert counts == Counter({Code.OK: 1, Code.ALREADY_EXISTS: callers - 1}), counts
+    # The stored winner is the one that was told OK, and its retry is OK.
+    assert outcome(service, winners[0]) is Code.OK
+
+
+def test_race_with_identical_retries_all_ok(service, schedule):
+    key, token = schedule()
+    req = make_req(key, token)
+    codes = []
+    threads = [
+        threading.Thread(target=lambda: codes.append(outcome(service, req)))
+        for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [Code.OK] * 10
+
+
+# Faults at exact steps, which the emulator cannot produce on its own.
+
+
+def test_lost_commit_reply_is_settled_by_reading_again(
+    service, store, schedule, mocker
+):
+    key, token = schedule()
+    real = store._api.commit
+
+    def commit_then_lose_reply(*args, **kwargs):
+        real(*args, **kwargs)
+        from google.api_core import exceptions
+
+        raise exceptions.ServiceUnavailable("connection reset")
+
+    mocker.patch.object(store._api, "commit", side_effect=commit_then_lose_reply)
+    req = make_req(key, token)
+    assert outcome(service, req) is Code.OK
+    mocker.stopall()
+    assert outcome(service, req) is Code.OK
+    assert outcome(service, make_req(key, token)) is Code.ALREADY_EXISTS
+
+
+def test_lost_reply_to_the_caller_then_identical_retry_is_ok(service, schedule):
+    key, token = schedule()
+    req = make_req(key, token)
+    service.activate(req, Context())  # the reply never reaches the caller
+    assert outcome(service, req) is Code.OK
+
+
+def test_storage_outage_is_unavailable_and_bounded(store, schedule, mocker):
+    service = ExecutionService(store, store_budget=0.5)
+    key, token = schedule()
+    mocker.patch.object(store, "get", side_effect=StoreUnavailable("get: down"))
+    started = time.monotonic()
+    assert outcome(service, make_req(key, token)) is Code.UNAVAILABLE
+    assert time.monotonic() - started < 1.5
+
+
+def test_persistent_contention_is_aborted_not_a_verdict(store, schedule, mocker):
+    from dm.store import StoreContention
+
+    service = ExecutionService(store, store_budget=0.5)
+    key, token = schedule()
+    mocker.patch.object(store, "update_if_unchanged", side_effect=StoreContention("x"))
+    assert outcome(service, make_req(key, token)) is Code.ABORTED
+    assert state_of(service, key) == "SCHEDULING"
+
+
+def test_endless_lost_races_end_retryable(store, schedule, mocker):
+    service = ExecutionService(store)
+    key, token = schedule()
+    mocker.patch.object(store, "update_if_unchanged", return_value=False)
+    assert outcome(service, make_req(key, token)) is Code.UNAVAILABLE
+    assert state_of(service, key) == "SCHEDULING"
+
+
+def test_caller_deadline_is_deadline_exceeded(store, schedule, mocker):
+    service = ExecutionService(store)
+    key, token = schedule()
+    mocker.patch.object(store, "get", side_effect=StoreUnavailable("slow"))
+    ctx = Context(deadline=time.monotonic() + 0.2)
+    started = time.monotonic()
+    assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.0
+
+
+def test_invalid_request_reads_nothing(service, store, mocker):
+    spy = mocker.spy(store, "get")
+    assert (
+        outcome(service, make_req(ExecutionKey("a/b", 1, 1))) is Code.INVALID_ARGUMENT
+    )
+    assert spy.call_count == 0
