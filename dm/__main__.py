@@ -1,0 +1,7 @@
+"""`python -m dm`: see dm/cli.py."""
+
+import sys
+
+from dm.cli import main
+
+sys.exit(main())

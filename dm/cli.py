@@ -1,0 +1,285 @@
+"""`python -m dm`: schedule, activate and show Executions.
+
+    schedule  create an Execution and print the Auth a distributor hands on
+    activate  what a started task runs: claim the Execution over pRPC
+    show      print an Execution's state and times (never its tokens)
+
+`schedule` and `show` talk to Firestore directly (GOOGLE_CLOUD_PROJECT,
+FIRESTORE_EMULATOR_HOST, DM_FIRESTORE_DATABASE, DM_EXECUTIONS_COLLECTION);
+`activate` talks only to the function's URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import pathlib
+import random
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from google.protobuf import json_format
+
+from dm.proto import activate_execution_pb2, graph_data_pb2
+
+if TYPE_CHECKING:
+    from dm.service import ExecutionService
+    from dm.store import ExecutionKey
+
+# The Firestore client is imported only by the commands that use it, so
+# that `activate` on a task machine starts fast.
+
+ACTIVATE_PATH = "/prpc/dm.Deps/ActivateExecution"
+BINARY = "application/prpc; encoding=binary"
+EXECUTION_TOKEN_BYTES = 32
+
+# Exit statuses of `activate` (and of the other commands where they apply).
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad local input, or (schedule) the Execution exists
+EXIT_USAGE = 2  # argparse's own
+EXIT_INVALID_ARGUMENT = 3
+EXIT_PERMISSION_DENIED = 4
+EXIT_ALREADY_EXISTS = 5
+EXIT_GAVE_UP = 6  # transient failures outlasted --max-time
+EXIT_OTHER = 7  # any other final answer (wrong URL, platform refusal, ...)
+
+_CODE_EXITS = {
+    3: EXIT_INVALID_ARGUMENT,
+    7: EXIT_PERMISSION_DENIED,
+    6: EXIT_ALREADY_EXISTS,
+}
+# gRPC codes after which re-sending cannot help.
+_FINAL_CODES = {3, 5, 6, 7, 12, 16}
+
+
+def _execution_id(args: argparse.Namespace) -> ExecutionKey:
+    from dm.rpc import RpcError
+    from dm.service import validate_id
+
+    try:
+        return validate_id(args.quest, args.attempt, args.execution)
+    except RpcError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+
+
+def _service() -> ExecutionService:
+    from dm.service import ExecutionService
+    from dm.store import FirestoreStore, Settings
+
+    return ExecutionService(FirestoreStore(Settings.from_env()))
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from dm.store import AlreadyExists, StoreError
+
+    key = _execution_id(args)
+    try:
+        token = _service().schedule(key, args.start_timeout)
+    except AlreadyExists:
+        print("error: that Execution already exists", file=sys.stderr)
+        return EXIT_ERROR
+    except StoreError as exc:
+        print(f"error: storage: {exc}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    auth = graph_data_pb2.Execution.Auth(token=token)
+    auth.id.quest, auth.id.attempt, auth.id.id = (
+        args.quest,
+        args.attempt,
+        args.execution,
+    )
+    print(json_format.MessageToJson(auth, indent=None))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from dm.store import StoreError
+
+    key = _execution_id(args)
+    try:
+        shown = _service().show(key)
+    except StoreError as exc:
+        print(f"error: storage: {exc}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    if shown is None:
+        print("error: no such Execution", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(shown, indent=2))
+    return EXIT_OK
+
+
+def _read_auth(path: str) -> graph_data_pb2.Execution.Auth:
+    auth = graph_data_pb2.Execution.Auth()
+    try:
+        json_format.Parse(pathlib.Path(path).read_text(encoding="utf-8"), auth)
+    except (OSError, UnicodeError, json_format.ParseError) as exc:
+        raise SystemExit(f"error: cannot read the Auth JSON in {path}: {exc}") from None
+    return auth
+
+
+def _execution_token(path: str | None) -> bytes:
+    """Reads the ExecutionToken (base64) from `path`, or makes one.
+
+    A token made for a named file is written there first (mode 0600), so
+    that a restarted task sends the same token and is recognised as the
+    winner instead of a rival.
+    """
+    if path is None:
+        return secrets.token_bytes(EXECUTION_TOKEN_BYTES)
+    file = pathlib.Path(path)
+    if file.exists():
+        try:
+            return base64.b64decode(
+                file.read_text(encoding="ascii").strip(), validate=True
+            )
+        except (OSError, UnicodeError, binascii.Error) as exc:
+            raise SystemExit(
+                f"error: {path} does not hold a base64 token: {exc}"
+            ) from None
+    token = secrets.token_bytes(EXECUTION_TOKEN_BYTES)
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(base64.b64encode(token).decode("ascii") + "\n")
+    return token
+
+
+def _call(url: str, body: bytes, timeout: float) -> tuple[int | None, int, str]:
+    """POSTs one pRPC request; returns (grpc code or None, HTTP status, text)."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": BINARY,
+            "Accept": BINARY,
+            "X-Prpc-Grpc-Timeout": f"{max(1, int(timeout * 1000))}m",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status, headers, text = reply.status, reply.headers, ""
+    except urllib.error.HTTPError as exc:
+        status, headers = exc.code, exc.headers
+        text = exc.read(2048).decode("utf-8", "replace").strip()
+    code = headers.get("X-Prpc-Grpc-Code")
+    try:
+        return (int(code) if code is not None else None), status, text
+    except ValueError:
+        return None, status, text
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    auth = _read_auth(args.auth_file)
+    execution_token = _execution_token(args.execution_token_file)
+    req = activate_execution_pb2.ActivateExecutionReq(
+        auth=auth, execution_token=execution_token
+    )
+    body = req.SerializeToString()
+    url = args.url.rstrip("/") + ACTIVATE_PATH
+    if not url.startswith(("http://", "https://")):
+        print("error: --url must be http:// or https://", file=sys.stderr)
+        return EXIT_ERROR
+
+    give_up_at = time.monotonic() + args.max_time
+    attempt = 0
+    while True:
+        attempt += 1
+        left = give_up_at - time.monotonic()
+        try:
+            code, status, text = _call(url, body, max(0.5, min(left, 30.0)))
+        except (OSError, urllib.error.URLError) as exc:
+            code, status, text = None, 0, f"network error: {exc}"
+
+        if code == 0:
+            won = graph_data_pb2.Execution.Auth(id=auth.id, token=execution_token)
+            print(json_format.MessageToJson(won, indent=None))
+            return EXIT_OK
+        if code in _FINAL_CODES:
+            print(f"error: {_code_name(code)}: {text}", file=sys.stderr)
+            return _CODE_EXITS.get(code, EXIT_OTHER)
+        if code is None and 400 <= status < 500 and status not in (408, 429):
+            # Refused before reaching the service (no pRPC code): a wrong
+            # URL, or the platform's own authentication.
+            print(
+                f"error: HTTP {status} without a pRPC code: {text[:200]}",
+                file=sys.stderr,
+            )
+            return EXIT_OTHER
+
+        delay = min(0.2 * 2 ** (attempt - 1), 5.0) * random.uniform(0.5, 1.0)
+        if time.monotonic() + delay >= give_up_at:
+            reason = _code_name(code) if code is not None else f"HTTP {status}"
+            print(
+                f"error: gave up after {attempt} attempts: {reason}: {text}",
+                file=sys.stderr,
+            )
+            return EXIT_GAVE_UP
+        reason = _code_name(code) if code is not None else text
+        print(f"retrying in {delay:.2f}s after {reason}", file=sys.stderr)
+        time.sleep(delay)
+
+
+def _code_name(code: int | None) -> str:
+    from dm.rpc import Code
+
+    try:
+        return Code(code).name
+    except ValueError:
+        return f"code {code}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dm", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_id(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--quest", required=True)
+        sub.add_argument("--attempt", required=True, type=int)
+        sub.add_argument("--execution", required=True, type=int)
+
+    schedule = commands.add_parser("schedule", help="create an Execution in SCHEDULING")
+    add_id(schedule)
+    schedule.add_argument(
+        "--start-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="refuse activation after this many seconds",
+    )
+    schedule.set_defaults(run=cmd_schedule)
+
+    activate = commands.add_parser("activate", help="claim an Execution over pRPC")
+    activate.add_argument("--url", required=True, help="the function's base URL")
+    activate.add_argument("--auth-file", required=True, help="Auth JSON from schedule")
+    activate.add_argument(
+        "--execution-token-file",
+        help="base64 ExecutionToken; created (0600) with a fresh token if missing",
+    )
+    activate.add_argument(
+        "--max-time",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up retrying transient failures after this long (default 60)",
+    )
+    activate.set_defaults(run=cmd_activate)
+
+    show = commands.add_parser("show", help="print an Execution's state and times")
+    add_id(show)
+    show.set_defaults(run=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    return int(args.run(args))
