@@ -40,6 +40,8 @@ MSG_NOT_FOUND = "no such route; pRPC methods live at /prpc/<service>/<method>"
 MSG_UNKNOWN_METHOD = "unknown service or method"
 MSG_METHOD_NOT_ALLOWED = "pRPC requires POST"
 MSG_BODY_TOO_LARGE = f"request body exceeds {MAX_BODY_BYTES} bytes"
+MSG_BODY_INCOMPLETE = "request body is shorter than its Content-Length"
+MSG_BODY_UNREADABLE = "request body could not be read"
 MSG_INTERNAL = "internal error"
 
 
@@ -155,14 +157,18 @@ def read_body(
     huge upload nor a gzip bomb costs more than the limit in memory.
 
     Raises:
-        RpcError: INVALID_ARGUMENT when the body is too large, the encoding
-            is not supported, or the gzip stream is corrupt or truncated.
+        RpcError: INVALID_ARGUMENT when the body is too large, shorter than
+            its Content-Length, unreadable (a broken chunked transfer, a
+            dropped connection), in an unsupported encoding, or a corrupt or
+            truncated gzip stream.
     """
     if content_length is not None and content_length > MAX_BODY_BYTES:
         raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_TOO_LARGE)
-    raw = stream.read(MAX_BODY_BYTES + 1)
+    raw = _read_at_most(stream, MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_TOO_LARGE)
+    if content_length is not None and len(raw) != content_length:
+        raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_INCOMPLETE)
 
     coding = (content_encoding or "identity").strip().lower()
     if coding == "identity":
@@ -170,6 +176,26 @@ def read_body(
     if coding != "gzip":
         raise RpcError(Code.INVALID_ARGUMENT, "unsupported Content-Encoding")
     return _gunzip(raw)
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """Reads until end of stream or `limit` bytes, whichever comes first.
+
+    A single read() may return less than asked for, so this loops.
+    """
+    chunks = bytearray()
+    try:
+        while len(chunks) < limit:
+            chunk = stream.read(limit - len(chunks))
+            if not chunk:
+                break
+            chunks += chunk
+    except Exception as exc:
+        # Reading touches nothing but the client's connection, so any
+        # failure here (malformed chunking, a peer that went away, a read
+        # timeout) is the request's problem, not the service's.
+        raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_UNREADABLE) from exc
+    return bytes(chunks)
 
 
 def _gunzip(data: bytes) -> bytes:

@@ -188,6 +188,57 @@ def test_read_body_rejects_declared_oversize_before_reading():
         prpc.read_body(Exploding(), prpc.MAX_BODY_BYTES + 1, None)
 
 
+def test_read_body_reads_through_short_reads():
+    class Trickle(io.RawIOBase):
+        def __init__(self, data):
+            self._data = data
+
+        def read(self, n=-1):
+            chunk, self._data = self._data[:1], self._data[1:]
+            return chunk
+
+    assert prpc.read_body(Trickle(b"abcdef"), 6, None) == b"abcdef"
+
+
+def test_read_body_rejects_body_shorter_than_content_length():
+    with pytest.raises(RpcError) as info:
+        prpc.read_body(io.BytesIO(b"abc"), 4, None)
+    assert (info.value.code, info.value.message) == (
+        Code.INVALID_ARGUMENT,
+        prpc.MSG_BODY_INCOMPLETE,
+    )
+
+
+class _BrokenStream(io.RawIOBase):
+    def __init__(self, error):
+        self._error = error
+
+    def read(self, n=-1):
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("Invalid chunk size"), OSError("connection reset"), TimeoutError()],
+)
+def test_read_body_turns_read_failures_into_invalid_argument(error):
+    with pytest.raises(RpcError) as info:
+        prpc.read_body(_BrokenStream(error), None, None)
+    assert (info.value.code, info.value.message) == (
+        Code.INVALID_ARGUMENT,
+        prpc.MSG_BODY_UNREADABLE,
+    )
+
+
+def test_server_unreadable_body_is_invalid_argument_not_internal():
+    recorder = Recorder()
+    response = make_server(recorder).handle(
+        prpc.Request("POST", PATH, {}, _BrokenStream(ValueError("bad chunk")))
+    )
+    assert_prpc_error(response, Code.INVALID_ARGUMENT)
+    assert recorder.calls == []
+
+
 def test_read_body_gunzips():
     assert prpc.read_body(io.BytesIO(gzip.compress(b"hello")), None, "gzip") == b"hello"
 
