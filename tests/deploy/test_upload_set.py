@@ -21,6 +21,7 @@ RUNTIME_FILES = {
     "dm/__main__.py",
     "dm/cli.py",
     "dm/edge.py",
+    "dm/logs.py",
     "dm/prpc.py",
     "dm/rpc.py",
     "dm/service.py",
