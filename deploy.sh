@@ -29,6 +29,9 @@
 #   DM_MAX_INSTANCES        instance ceiling             100
 #   DM_CONCURRENCY          requests per instance        16
 #   DM_FINISHED_TTL_DAYS    days a finished Execution is kept (with --ttl)  30
+#   DM_INVOKERS             comma-separated IAM members granted the right to
+#                           call the function, e.g. serviceAccount:tasks@my-
+#                           project.iam.gserviceaccount.com       (none)
 set -euo pipefail
 
 usage() {
@@ -74,6 +77,7 @@ min_instances="${DM_MIN_INSTANCES:-0}"
 max_instances="${DM_MAX_INSTANCES:-100}"
 concurrency="${DM_CONCURRENCY:-16}"
 ttl_days="${DM_FINISHED_TTL_DAYS:-30}"
+invokers="${DM_INVOKERS:-}"
 
 # Values end up inside --set-env-vars (comma separated) and resource names:
 # refuse anything that would change their meaning.
@@ -96,6 +100,13 @@ check DM_MAX_INSTANCES "$max_instances" '[0-9]+'
 check DM_CONCURRENCY "$concurrency" '[0-9]+'
 check DM_FINISHED_TTL_DAYS "$ttl_days" '[1-9][0-9]{0,4}'
 sa_name="${service_account%%@*}"
+members=()
+if [ -n "$invokers" ]; then
+  IFS=, read -r -a members <<<"$invokers"
+  for member in "${members[@]}"; do
+    check DM_INVOKERS "$member" '(user|serviceAccount|group|domain|principal|principalSet):[^[:space:],]+'
+  done
+fi
 
 # Prints a command so that it can be pasted into a shell.
 show() {
@@ -199,6 +210,15 @@ run gcloud functions deploy "$name" \
   --max-instances="$max_instances" \
   --concurrency="$concurrency" \
   --set-env-vars="$env_vars"
+
+# Who may call it. Without anyone here, only principals that already hold
+# roles/run.invoker (or Owner) can.
+for member in "${members[@]}"; do
+  run gcloud functions add-invoker-policy-binding "$name" \
+    --project="$project" \
+    --region="$region" \
+    --member="$member"
+done
 
 describe=(gcloud functions describe "$name"
   --project="$project"

@@ -308,6 +308,30 @@ def test_no_secret_on_any_command_line(tmp_path):
         assert needle not in text
 
 
+def test_invokers_are_granted_after_the_deploy(tmp_path):
+    members = "serviceAccount:tasks@my-proj.iam.gserviceaccount.com,group:ci@x.org"
+    result, calls = run_deploy(tmp_path, DM_PROJECT="my-proj", DM_INVOKERS=members)
+    assert result.returncode == 0, result.stderr
+    assert [call[:2] for call in calls] == [
+        ["functions", "deploy"],
+        ["functions", "add-invoker-policy-binding"],
+        ["functions", "add-invoker-policy-binding"],
+        ["functions", "describe"],
+    ]
+    grants = find(calls, "functions", "add-invoker-policy-binding")
+    assert [flags(call)["--member"] for call in grants] == members.split(",")
+    assert all(call[2] == "dm-activate-execution" for call in grants)
+    assert all(flags(call)["--region"] == "us-central1" for call in grants)
+
+
+@pytest.mark.parametrize("members", ["allUsers", "allAuthenticatedUsers", "x y"])
+def test_invokers_cannot_open_the_endpoint(tmp_path, members):
+    # Opening the endpoint to everyone takes --allow-unauthenticated.
+    result, calls = run_deploy(tmp_path, DM_PROJECT="my-proj", DM_INVOKERS=members)
+    assert result.returncode == 2 and calls == []
+    assert "DM_INVOKERS has an unusable value" in result.stderr
+
+
 def test_unknown_argument_is_refused(tmp_path):
     result, calls = run_deploy(tmp_path, "--yes", DM_PROJECT="my-proj")
     assert result.returncode == 2 and calls == []
@@ -321,8 +345,8 @@ def test_help_lists_every_setting(tmp_path):
         "DM_PROJECT", "DM_REGION", "DM_FUNCTION", "DM_DATABASE", "DM_COLLECTION",
         "DM_SERVICE_ACCOUNT", "DM_MEMORY", "DM_CPU", "DM_TIMEOUT",
         "DM_MIN_INSTANCES", "DM_MAX_INSTANCES", "DM_CONCURRENCY",
-        "DM_FINISHED_TTL_DAYS", "--dry-run", "--setup-iam", "--create-database",
-        "--ttl", "--allow-unauthenticated",
+        "DM_FINISHED_TTL_DAYS", "DM_INVOKERS", "--dry-run", "--setup-iam",
+        "--create-database", "--ttl", "--allow-unauthenticated",
     ):  # fmt: skip
         assert word in result.stdout
     assert "set -euo" not in result.stdout
@@ -337,7 +361,14 @@ def test_real_gcloud_knows_every_flag_used(tmp_path):
     gcloud documents (`--help` works offline)."""
     args = ("--setup-iam", "--create-database", "--ttl")
     fail = "iam service-accounts describe;firestore databases describe"
-    _, calls = run_deploy(tmp_path, *args, fail=fail, DM_PROJECT="my-proj")
+    _, calls = run_deploy(
+        tmp_path,
+        *args,
+        fail=fail,
+        DM_PROJECT="my-proj",
+        DM_INVOKERS="group:ci@x.org",
+    )
+    assert find(calls, "functions", "add-invoker-policy-binding")
     seen = set()
     for call in calls:
         depth = {"iam": 3, "projects": 2, "functions": 2}.get(call[0])
