@@ -227,6 +227,18 @@ def test_configuration_error_is_not_rebuilt_on_every_request(http, mocker, capsy
     assert [line["error"] for line in lines] == ["configuration: cannot make it"] * 3
 
 
+def test_configuration_is_read_again_after_a_while(http, schedule, monkeypatch, env):
+    key, token = schedule()
+    monkeypatch.setattr(edge, "_REBUILD_AFTER_S", 0.0)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "nonsense")
+    edge.reset()
+    assert code_of(post(http, make_req(key, token))) is Code.UNAVAILABLE
+    # The environment stands in for a cause that can clear (credentials
+    # coming back): once the pause is over, the next build succeeds.
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", env.emulator_host)
+    assert code_of(post(http, make_req(key, token))) is Code.OK
+
+
 def test_expired_execution_gets_expire_at_for_ttl(http, schedule, monkeypatch, store):
     monkeypatch.setenv("DM_FINISHED_TTL_DAYS", "7")
     edge.reset()
