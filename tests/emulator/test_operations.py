@@ -12,6 +12,7 @@ from google.api_core import exceptions
 from dm import edge, service
 from dm.rpc import Code
 from dm.store import StoreError
+from tests import leakcheck
 from tests.emulator.test_http import PATH, assert_headers, code_of, post
 from tests.support import make_req
 from tools.emulator import free_port
@@ -51,6 +52,24 @@ def test_log_line_fields(http, schedule, capsys, env):
     )
     assert line["logging.googleapis.com/spanId"] == f"{1234:016x}"
     assert line["logging.googleapis.com/trace_sampled"] is True
+
+
+def test_log_line_never_holds_the_callers_identity_token(http, schedule, capsys):
+    identity = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0YXNrIn0.aWRlbnRpdHktc2lnbmF0dXJl"
+    leakcheck.REGISTRY.register(identity)
+    key, token = schedule()
+    capsys.readouterr()
+    req = make_req(key, token)
+    post(http, req, headers={"Authorization": f"Bearer {identity}"})
+    captured = capsys.readouterr()
+    assert len(log_lines(captured.out)) == 1
+    assert (
+        leakcheck.find_leaks(
+            [captured.out, captured.err],
+            [identity.encode(), token, req.execution_token],
+        )
+        == []
+    )
 
 
 def test_log_line_takes_traceparent(http, schedule, capsys, env):
