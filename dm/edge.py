@@ -139,7 +139,7 @@ def _to_flask(response: prpc.Response) -> flask.Response:
 def _log_call(
     request: flask.Request,
     response: prpc.Response,
-    elapsed: float,
+    elapsed: float | None,
     config_error: str | None,
 ) -> None:
     """Writes the call's one structured line. Only the fields named here and
@@ -147,17 +147,16 @@ def _log_call(
 
     - `execution`: quest|attempt|id, once the request was valid;
     - `code`, `status`: the pRPC code's name and the HTTP status;
-    - `latency_ms`: time spent in the function;
+    - `latency_ms`: time spent in the function (not for answers the web
+      framework gave on its own, such as an unknown path);
     - `rounds`: Firestore read-decide-write attempts made;
     - `error`: what went wrong with storage or configuration, if anything;
     - `misconfigured`: true when Firestore refused in a way only an operator
       can fix (no such database, no permission).
     """
-    fields: dict[str, Any] = {
-        "code": response.code.name,
-        "status": response.status,
-        "latency_ms": round(elapsed * 1000, 3),
-    }
+    fields: dict[str, Any] = {"code": response.code.name, "status": response.status}
+    if elapsed is not None:
+        fields["latency_ms"] = round(elapsed * 1000, 3)
     fields.update(response.log_fields)
     if config_error is not None:
         fields["error"] = config_error
@@ -220,7 +219,7 @@ def _answer(response: prpc.Response) -> flask.Response:
             )
         )
         try:
-            _log_call(flask.request, response, 0.0, None)
+            _log_call(flask.request, response, None, None)
         finally:
             logs.unbind(bound)
     return _to_flask(response)
