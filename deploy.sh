@@ -213,6 +213,9 @@ run gcloud functions deploy "$name" \
 
 # Who may call it. Without anyone here, only principals that already hold
 # roles/run.invoker (or Owner) can.
+if [ "${#members[@]}" -eq 0 ] && [ "$allow_unauthenticated" -eq 0 ]; then
+  echo "# No DM_INVOKERS: only principals already holding roles/run.invoker can call it." >&2
+fi
 for member in "${members[@]}"; do
   run gcloud functions add-invoker-policy-binding "$name" \
     --project="$project" \
