@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 
@@ -385,9 +386,12 @@ def test_real_gcloud_knows_every_flag_used(tmp_path):
             env={
                 **os.environ,
                 "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+                # Offline: no update check, no usage report.
+                "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+                "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "1",
                 "CLOUDSDK_CONFIG": str(tmp_path / "gcloud-config"),
             },
         ).stdout
-        helptext = helptext.replace("\x1b[1m", "").replace("\x1b[m", "")
+        helptext = re.sub(r"\x1b\[[0-9;]*m", "", helptext)
         for name in flags(call):
             assert name in helptext, (command, name)

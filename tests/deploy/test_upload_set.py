@@ -43,6 +43,9 @@ def upload_set(directory: pathlib.Path, tmp_path: pathlib.Path) -> set[str]:
             **os.environ,
             "CLOUDSDK_CONFIG": str(tmp_path / "gcloud-config"),
             "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+            # Offline: no update check, no usage report.
+            "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+            "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "1",
         },
     )
     return {line.strip() for line in result.stdout.splitlines() if line.strip()}
