@@ -6,7 +6,9 @@
 
 `schedule` and `show` talk to Firestore directly (GOOGLE_CLOUD_PROJECT,
 FIRESTORE_EMULATOR_HOST, DM_FIRESTORE_DATABASE, DM_EXECUTIONS_COLLECTION);
-`activate` talks only to the function's URL.
+`activate` talks only to the function's URL, with an identity token when
+the function requires IAM authentication (--id-token-file, DM_ID_TOKEN, or
+Application Default Credentials).
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ EXIT_INVALID_ARGUMENT = 3
 EXIT_PERMISSION_DENIED = 4
 EXIT_ALREADY_EXISTS = 5
 EXIT_GAVE_UP = 6  # transient failures outlasted --max-time
-EXIT_OTHER = 7  # any other final answer (wrong URL, platform refusal, ...)
+EXIT_OTHER = 7  # any other final answer (a wrong URL, ...)
+EXIT_AUTH = 8  # the platform refused the identity token, or none could be had
+
+ID_TOKEN_ENV = "DM_ID_TOKEN"
 
 _CODE_EXITS = {
     3: EXIT_INVALID_ARGUMENT,
@@ -150,18 +155,81 @@ def _execution_token(path: str | None) -> bytes:
     return token
 
 
-def _call(url: str, body: bytes, timeout: float) -> tuple[int | None, int, str]:
+class AuthError(Exception):
+    """No identity token could be had; the message says why, never a token."""
+
+
+def _fetch_id_token(audience: str) -> str:
+    """Gets an identity token for `audience` from Application Default
+    Credentials (a service account key, or the metadata server where the
+    task runs on Google Cloud).
+
+    Raises:
+        AuthError: when the credentials cannot mint one.
+    """
+    import google.auth.exceptions
+    import google.auth.transport.requests
+    import google.oauth2.id_token
+
+    try:
+        return str(
+            google.oauth2.id_token.fetch_id_token(
+                google.auth.transport.requests.Request(), audience
+            )
+        )
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise AuthError(
+            f"cannot get an identity token for {audience} from Application "
+            f"Default Credentials ({type(exc).__name__}); give one with "
+            f"--id-token-file or {ID_TOKEN_ENV}, e.g. from "
+            "`gcloud auth print-identity-token`"
+        ) from None
+
+
+def _id_token(args: argparse.Namespace, base_url: str) -> str | None:
+    """The identity token to send, or None to send none.
+
+    In order: --id-token-file, $DM_ID_TOKEN, none with --no-id-token, and
+    else one from Application Default Credentials when the URL is https
+    (a deployed function) or an --audience is named. Plain http URLs (a
+    local function) get none.
+
+    Raises:
+        AuthError: when a token was needed and none could be had.
+    """
+    if args.id_token_file:
+        try:
+            token = pathlib.Path(args.id_token_file).read_text("utf-8").strip()
+        except (OSError, UnicodeError) as exc:
+            raise AuthError(
+                f"cannot read --id-token-file {args.id_token_file}: "
+                f"{type(exc).__name__}"
+            ) from None
+        if not token:
+            raise AuthError(f"--id-token-file {args.id_token_file} is empty")
+        return token
+    token = os.environ.get(ID_TOKEN_ENV, "").strip()
+    if token:
+        return token
+    if args.no_id_token:
+        return None
+    if args.audience or base_url.startswith("https://"):
+        return _fetch_id_token(args.audience or base_url)
+    return None
+
+
+def _call(
+    url: str, body: bytes, timeout: float, id_token: str | None = None
+) -> tuple[int | None, int, str]:
     """POSTs one pRPC request; returns (grpc code or None, HTTP status, text)."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": BINARY,
-            "Accept": BINARY,
-            "X-Prpc-Grpc-Timeout": f"{max(1, int(timeout * 1000))}m",
-        },
-    )
+    headers = {
+        "Content-Type": BINARY,
+        "Accept": BINARY,
+        "X-Prpc-Grpc-Timeout": f"{max(1, int(timeout * 1000))}m",
+    }
+    if id_token is not None:
+        headers["Authorization"] = f"Bearer {id_token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             status, headers, text = reply.status, reply.headers, ""
@@ -182,10 +250,16 @@ def cmd_activate(args: argparse.Namespace) -> int:
         auth=auth, execution_token=execution_token
     )
     body = req.SerializeToString()
-    url = args.url.rstrip("/") + ACTIVATE_PATH
+    base_url = args.url.rstrip("/")
+    url = base_url + ACTIVATE_PATH
     if not url.startswith(("http://", "https://")):
         print("error: --url must be http:// or https://", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        id_token = _id_token(args, base_url)
+    except AuthError as exc:
+        print(f"error: authentication: {exc}", file=sys.stderr)
+        return EXIT_AUTH
 
     give_up_at = time.monotonic() + args.max_time
     attempt = 0
@@ -193,7 +267,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
         attempt += 1
         left = give_up_at - time.monotonic()
         try:
-            code, status, text = _call(url, body, max(0.5, min(left, 30.0)))
+            code, status, text = _call(url, body, max(0.5, min(left, 30.0)), id_token)
         except (OSError, urllib.error.URLError) as exc:
             code, status, text = None, 0, f"network error: {exc}"
 
@@ -204,9 +278,15 @@ def cmd_activate(args: argparse.Namespace) -> int:
         if code in _FINAL_CODES:
             print(f"error: {_code_name(code)}: {text}", file=sys.stderr)
             return _CODE_EXITS.get(code, EXIT_OTHER)
+        if code is None and status in (401, 403):
+            # The platform refused the call before it reached the service:
+            # this is not the service's PERMISSION_DENIED, which carries a
+            # pRPC code.
+            print(f"error: authentication: {_AUTH_HINTS[status]}", file=sys.stderr)
+            return EXIT_AUTH
         if code is None and 400 <= status < 500 and status not in (408, 429):
             # Refused before reaching the service (no pRPC code): a wrong
-            # URL, or the platform's own authentication.
+            # URL, say.
             print(
                 f"error: HTTP {status} without a pRPC code: {text[:200]}",
                 file=sys.stderr,
@@ -224,6 +304,15 @@ def cmd_activate(args: argparse.Namespace) -> int:
         reason = _code_name(code) if code is not None else text
         print(f"retrying in {delay:.2f}s after {reason}", file=sys.stderr)
         time.sleep(delay)
+
+
+_AUTH_HINTS = {
+    401: "HTTP 401 from the platform, without a pRPC code: the function "
+    "requires an identity token for its URL, and none was sent or it was "
+    "expired or for another audience",
+    403: "HTTP 403 from the platform, without a pRPC code: the caller's "
+    "identity may not invoke the function (it needs roles/run.invoker on it)",
+}
 
 
 def _code_name(code: int | None) -> str:
@@ -270,6 +359,22 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="give up retrying transient failures after this long (default 60)",
+    )
+    activate.add_argument(
+        "--id-token-file",
+        metavar="FILE",
+        help=f"identity token for an IAM-protected function (else ${ID_TOKEN_ENV},"
+        " else Application Default Credentials for https URLs)",
+    )
+    activate.add_argument(
+        "--audience",
+        help="audience of the identity token from Application Default "
+        "Credentials (default: --url)",
+    )
+    activate.add_argument(
+        "--no-id-token",
+        action="store_true",
+        help="send no identity token (a function that allows unauthenticated calls)",
     )
     activate.set_defaults(run=cmd_activate)
 

@@ -8,9 +8,8 @@ request to the pRPC server, and writes one log line per call.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,19 +19,34 @@ import flask
 from google.protobuf import empty_pb2
 from werkzeug.exceptions import HTTPException
 
-from dm import prpc
+from dm import logs, prpc
 from dm.proto import activate_execution_pb2
 from dm.rpc import Code
 from dm.service import ExecutionService
 from dm.store import FirestoreStore, Settings, StoreError
 
+logs.install("dm")
 logger = logging.getLogger(__name__)
+_request_logger = logging.getLogger("dm.requests")
 
 ACTIVATE_METHOD = "dm.Deps/ActivateExecution"
 MSG_MISCONFIGURED = "the service is not configured; retry later"
 
+# After a failed build, the next attempt waits this long, so that a
+# misconfigured instance does not rebuild (and re-probe credentials) on
+# every request.
+_REBUILD_AFTER_S = 5.0
+
 _lock = threading.Lock()
 _server: prpc.Server | None = None
+_config_error: str | None = None
+_config_error_at = 0.0
+
+# Log severity of each outcome: what an operator should look at.
+_ERROR_CODES = frozenset({Code.INTERNAL, Code.UNKNOWN, Code.DATA_LOSS})
+_WARNING_CODES = frozenset(
+    {Code.UNAVAILABLE, Code.ABORTED, Code.DEADLINE_EXCEEDED, Code.RESOURCE_EXHAUSTED}
+)
 
 
 def build_server(service: ExecutionService) -> prpc.Server:
@@ -52,44 +66,67 @@ def _get_server() -> prpc.Server:
     """Returns this instance's server, building it on first use.
 
     Raises:
-        StoreError: when the environment does not name a usable database.
+        StoreError: when the environment does not name a usable database,
+            or the Firestore client cannot be made; the error is kept for
+            `_REBUILD_AFTER_S` and raised again without another attempt.
     """
-    global _server
-    if _server is None:
-        with _lock:
-            if _server is None:
-                store = FirestoreStore(Settings.from_env())
-                _server = build_server(ExecutionService(store))
-    return _server
+    global _server, _config_error, _config_error_at
+    if _server is not None:
+        return _server
+    with _lock:
+        if _server is not None:
+            return _server
+        now = time.monotonic()
+        if _config_error is not None and now - _config_error_at < _REBUILD_AFTER_S:
+            raise StoreError(_config_error)
+        try:
+            settings = Settings.from_env()
+            store = FirestoreStore(settings)
+        except StoreError as exc:
+            _config_error, _config_error_at = str(exc), now
+            raise
+        _server = build_server(
+            ExecutionService(store, finished_ttl=settings.finished_ttl)
+        )
+        _config_error = None
+        return _server
 
 
 def reset() -> None:
-    """Forgets the built server, so the next request reads the environment
-    again (tests use this)."""
-    global _server
+    """Forgets the built server and any configuration error, so the next
+    request reads the environment again (tests use this)."""
+    global _server, _config_error
     with _lock:
         _server = None
+        _config_error = None
 
 
 def handle(request: flask.Request) -> flask.Response:
-    """Serves one HTTP request as a pRPC call."""
+    """Serves one HTTP request as a pRPC call and logs it in one line."""
     started = time.monotonic()
+    bound = logs.bind(
+        logs.trace_fields(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    )
     try:
-        server = _get_server()
-    except StoreError as exc:
-        logger.error("configuration error: %s", exc)
-        response = prpc.error_response(Code.UNAVAILABLE, MSG_MISCONFIGURED)
-    else:
-        response = server.handle(
-            prpc.Request(
-                method=request.method,
-                path=request.path,
-                headers=request.headers,
-                body=request.stream,
-                content_length=request.content_length,
+        config_error = None
+        try:
+            server = _get_server()
+        except StoreError as exc:
+            config_error = f"configuration: {exc}"
+            response = prpc.error_response(Code.UNAVAILABLE, MSG_MISCONFIGURED)
+        else:
+            response = server.handle(
+                prpc.Request(
+                    method=request.method,
+                    path=request.path,
+                    headers=request.headers,
+                    body=request.stream,
+                    content_length=request.content_length,
+                )
             )
-        )
-    _log_call(request, response, time.monotonic() - started)
+        _log_call(request, response, time.monotonic() - started, config_error)
+    finally:
+        logs.unbind(bound)
     return _to_flask(response)
 
 
@@ -99,19 +136,43 @@ def _to_flask(response: prpc.Response) -> flask.Response:
     )
 
 
-def _log_call(request: flask.Request, response: prpc.Response, elapsed: float) -> None:
-    """Writes the call's one structured line to stdout (Cloud Logging reads
-    JSON lines there). Only the fields listed here are written; tokens and
-    digests never reach the log fields."""
-    entry: dict[str, Any] = {
-        "severity": "WARNING" if response.status >= 500 else "INFO",
-        "message": f"{request.method} {request.path[:100]} -> {response.code.name}",
-        "code": response.code.name,
-        "status": response.status,
-        "latency_ms": round(elapsed * 1000, 3),
-    }
-    entry.update(response.log_fields)
-    sys.stdout.write(json.dumps(entry, default=str) + "\n")
+def _log_call(
+    request: flask.Request,
+    response: prpc.Response,
+    elapsed: float | None,
+    config_error: str | None,
+) -> None:
+    """Writes the call's one structured line. Only the fields named here and
+    the service's `log_fields` (never a token or digest) are written:
+
+    - `execution`: quest|attempt|id, once the request was valid;
+    - `code`, `status`: the pRPC code's name and the HTTP status;
+    - `latency_ms`: time spent in the function (not for answers the web
+      framework gave on its own, such as an unknown path);
+    - `rounds`: Firestore read-decide-write attempts made;
+    - `error`: what went wrong with storage or configuration, if anything;
+    - `misconfigured`: true when Firestore refused in a way only an operator
+      can fix (no such database, no permission).
+    """
+    fields: dict[str, Any] = {"code": response.code.name, "status": response.status}
+    if elapsed is not None:
+        fields["latency_ms"] = round(elapsed * 1000, 3)
+    fields.update(response.log_fields)
+    if config_error is not None:
+        fields["error"] = config_error
+        level = logging.ERROR
+    elif response.code in _ERROR_CODES or fields.get("misconfigured"):
+        level = logging.ERROR
+    elif response.code in _WARNING_CODES:
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    message = f"{request.method} {request.path[:100]} -> {response.code.name}"
+    if "execution" in fields:
+        message += f" execution={fields['execution']}"
+    if "error" in fields:
+        message += f" ({fields['error']})"
+    _request_logger.log(level, message, extra={"json_fields": fields})
 
 
 def install_error_handlers(register: Callable[..., Any]) -> None:
@@ -128,22 +189,37 @@ def install_error_handlers(register: Callable[..., Any]) -> None:
 
 def _http_exception(exc: HTTPException) -> flask.Response:
     if exc.code == 404:
-        return _to_flask(prpc.error_response(Code.NOT_FOUND, prpc.MSG_NOT_FOUND))
+        return _answer(prpc.error_response(Code.NOT_FOUND, prpc.MSG_NOT_FOUND))
     if exc.code == 405:
-        return _to_flask(
+        return _answer(
             prpc.error_response(
                 Code.UNIMPLEMENTED, prpc.MSG_METHOD_NOT_ALLOWED, status=405
             )
         )
     if exc.code == 413:
-        return _to_flask(
+        return _answer(
             prpc.error_response(Code.INVALID_ARGUMENT, prpc.MSG_BODY_TOO_LARGE)
         )
     if exc.code is not None and 400 <= exc.code < 500:
-        return _to_flask(prpc.error_response(Code.INVALID_ARGUMENT, "bad request"))
+        return _answer(prpc.error_response(Code.INVALID_ARGUMENT, "bad request"))
     return _crash(exc)
 
 
 def _crash(exc: BaseException) -> flask.Response:
     logger.error("unhandled %s at the HTTP edge", type(exc).__name__)
-    return _to_flask(prpc.error_response(Code.INTERNAL, prpc.MSG_INTERNAL))
+    return _answer(prpc.error_response(Code.INTERNAL, prpc.MSG_INTERNAL))
+
+
+def _answer(response: prpc.Response) -> flask.Response:
+    """A framework-level answer, logged like any other call."""
+    if flask.has_request_context():
+        bound = logs.bind(
+            logs.trace_fields(
+                flask.request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT")
+            )
+        )
+        try:
+            _log_call(flask.request, response, None, None)
+        finally:
+            logs.unbind(bound)
+    return _to_flask(response)

@@ -48,6 +48,7 @@ from dm.store import (
     Snapshot,
     StoreContention,
     StoreError,
+    StoreMisconfigured,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ F_ACTIVATED = "activated"
 F_FINISHED = "finished"
 F_ACTIVATE_BY = "activate_by"
 F_EXPIRED = "expired"
+# When Firestore's TTL policy may delete a finished Execution (written only
+# when the service is given a `finished_ttl`; deploy.sh --ttl sets both).
+F_EXPIRE_AT = "expire_at"
 
 # Compared against when no document exists, so that an unknown Execution
 # costs the same constant-time comparison as a wrong token.
@@ -215,6 +219,8 @@ class ExecutionService:
         store: where Executions live.
         clock: returns the current UTC time (tests move it).
         store_budget: seconds one call may spend on Firestore in all.
+        finished_ttl: when set, an Execution this service finishes gets an
+            `expire_at` field this far in the future, for a TTL policy.
     """
 
     def __init__(
@@ -223,10 +229,12 @@ class ExecutionService:
         *,
         clock: Callable[[], datetime.datetime] = _utcnow,
         store_budget: float = STORE_BUDGET_S,
+        finished_ttl: datetime.timedelta | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._store_budget = store_budget
+        self._finished_ttl = finished_ttl
 
     def activate(
         self, req: activate_execution_pb2.ActivateExecutionReq, ctx: Context
@@ -254,8 +262,14 @@ class ExecutionService:
             except StoreContention:
                 failure = RpcError(Code.ABORTED, MSG_CONTENTION)
             except StoreError as exc:
-                logger.warning("activation round %d: %s", round_no, exc)
+                # The call's one log line says what storage did last.
+                ctx.log_fields["error"] = f"storage: {exc}"
                 failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+                if isinstance(exc, StoreMisconfigured):
+                    ctx.log_fields["misconfigured"] = True
+                    # Retrying cannot help before an operator acts; the
+                    # caller is told to retry later all the same.
+                    break
             _backoff(round_no, budget_end, ctx)
 
         remaining = ctx.remaining()
@@ -310,6 +324,8 @@ class ExecutionService:
             F_FINISHED: now,
             F_EXPIRED: True,
         }
+        if self._finished_ttl is not None:
+            changes[F_EXPIRE_AT] = now + self._finished_ttl
         if self._commit(activation.key, snapshot, changes, timeout):
             raise RpcError(Code.PERMISSION_DENIED, MSG_EXPIRED)
         return False

@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,12 @@ class StoreUnavailable(StoreError):
 
     A write that ends in this error may or may not have been applied.
     """
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """Firestore refused the call in a way that retrying within this call
+    cannot fix: the database does not exist, or the function may not use
+    it. Callers still retry later; the operator has to act."""
 
 
 class StoreContention(StoreError):
@@ -115,14 +122,19 @@ class Settings:
     database: str = DEFAULT_DATABASE
     collection: str = DEFAULT_COLLECTION
     emulator_host: str | None = None
+    # How long a finished Execution is kept before Firestore's TTL policy
+    # may delete it; None when no `expire_at` is written.
+    finished_ttl: datetime.timedelta | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Reads GOOGLE_CLOUD_PROJECT, DM_FIRESTORE_DATABASE,
-        DM_EXECUTIONS_COLLECTION and FIRESTORE_EMULATOR_HOST.
+        DM_EXECUTIONS_COLLECTION, FIRESTORE_EMULATOR_HOST and
+        DM_FINISHED_TTL_DAYS. Only their form is checked: nothing is sent.
 
         Raises:
-            StoreError: when the project is not set, or a name is unusable.
+            StoreError: when the project is not set, or a value is unusable;
+                the message names the variable.
         """
         project = environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
         if not project:
@@ -135,13 +147,46 @@ class Settings:
             or (collection.startswith("__") and collection.endswith("__"))
         ):
             raise StoreError("DM_EXECUTIONS_COLLECTION is not a collection ID")
+        database = environ.get("DM_FIRESTORE_DATABASE", "").strip()
+        database = database or DEFAULT_DATABASE
+        if not _DATABASE_RE.fullmatch(database):
+            raise StoreError(
+                f"DM_FIRESTORE_DATABASE is not a Firestore database ID: {database!r}"
+            )
+        emulator_host = environ.get("FIRESTORE_EMULATOR_HOST", "").strip() or None
+        if emulator_host is not None and not _is_host_port(emulator_host):
+            raise StoreError(
+                f"FIRESTORE_EMULATOR_HOST must be HOST:PORT, not {emulator_host!r}"
+            )
+        ttl_days = environ.get("DM_FINISHED_TTL_DAYS", "").strip()
+        finished_ttl = None
+        if ttl_days:
+            if not ttl_days.isdigit() or not 1 <= int(ttl_days) <= 36500:
+                raise StoreError(
+                    f"DM_FINISHED_TTL_DAYS must be 1 to 36500 days, not {ttl_days!r}"
+                )
+            finished_ttl = datetime.timedelta(days=int(ttl_days))
         return cls(
             project=project,
-            database=environ.get("DM_FIRESTORE_DATABASE", "").strip()
-            or DEFAULT_DATABASE,
+            database=database,
             collection=collection,
-            emulator_host=environ.get("FIRESTORE_EMULATOR_HOST", "").strip() or None,
+            emulator_host=emulator_host,
+            finished_ttl=finished_ttl,
         )
+
+
+# "(default)", or 4 to 63 of a-z 0-9 -, starting with a letter and not
+# ending with a hyphen.
+_DATABASE_RE = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
+
+
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in host or not port.isdigit():
+        return False
+    if host.startswith("["):
+        host = host.removeprefix("[").removesuffix("]")
+    return bool(host) and 0 < int(port) < 65536
 
 
 def _make_api(settings: Settings) -> tuple[FirestoreClient, list[tuple[str, str]]]:
@@ -171,14 +216,33 @@ class FirestoreStore:
     """Documents of one collection in one Firestore database."""
 
     def __init__(self, settings: Settings) -> None:
-        self._api, self._metadata = _make_api(settings)
+        """Makes the client; no RPC is sent until the first call.
+
+        Raises:
+            StoreError: when the client cannot be made, for instance
+                because no credentials are found.
+        """
         self._database = f"projects/{settings.project}/databases/{settings.database}"
+        if settings.emulator_host:
+            self._target = f"the Firestore emulator at {settings.emulator_host}"
+        else:
+            self._target = self._database
+        try:
+            self._api, self._metadata = _make_api(settings)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot make the Firestore client for {self._target}: "
+                f"{type(exc).__name__}"
+            ) from exc
         self._prefix = f"{self._database}/documents/{settings.collection}/"
         self.settings = settings
 
     def close(self) -> None:
         """Closes the gRPC channel."""
         self._api.transport.close()
+
+    def _error(self, exc: Exception, step: str) -> StoreError:
+        return _classify(exc, step, self._target)
 
     def _name(self, key: ExecutionKey) -> str:
         return self._prefix + key.document_id()
@@ -208,7 +272,7 @@ class FirestoreStore:
                 if raw.missing:
                     return None
         except Exception as exc:
-            raise _store_error(exc, "get") from exc
+            raise self._error(exc, "get") from exc
         raise StoreUnavailable("get: no document in the reply")
 
     def create(
@@ -234,7 +298,7 @@ class FirestoreStore:
         except api_exceptions.AlreadyExists as exc:
             raise AlreadyExists("the Execution already exists") from exc
         except Exception as exc:
-            raise _store_error(exc, "create") from exc
+            raise self._error(exc, "create") from exc
 
     def update_if_unchanged(
         self,
@@ -270,7 +334,7 @@ class FirestoreStore:
                 metadata=self._metadata,
             )
         except Exception as exc:
-            raise _store_error(exc, "begin") from exc
+            raise self._error(exc, "begin") from exc
 
         precondition = common.Precondition(update_time=version)
         try:
@@ -288,7 +352,7 @@ class FirestoreStore:
             # A failed commit ends its transaction; nothing to roll back.
             return False
         except Exception as exc:
-            raise _store_error(exc, "commit") from exc
+            raise self._error(exc, "commit") from exc
         return True
 
     def _write(
@@ -310,14 +374,28 @@ class FirestoreStore:
         )
 
 
-def _store_error(exc: Exception, step: str) -> StoreError:
-    """Classifies whatever a Firestore call raised as a StoreError."""
+def _classify(exc: Exception, step: str, target: str) -> StoreError:
+    """Classifies whatever a Firestore call raised as a StoreError whose
+    text says, in one line, what an operator should look at."""
     if isinstance(exc, api_exceptions.Aborted):
         return StoreContention(f"{step}: aborted by contention")
-    # Everything else (unreachable, timed out, refused by IAM, unknown
-    # database, a bug in the client library) is the storage layer's problem,
-    # never the caller's; the class name is enough for the log.
-    return StoreUnavailable(f"{step}: {type(exc).__name__}")
+    name = type(exc).__name__
+    if isinstance(exc, api_exceptions.NotFound):
+        return StoreMisconfigured(f"{step}: {name}: no Firestore database {target}")
+    if isinstance(
+        exc, api_exceptions.PermissionDenied | api_exceptions.Unauthenticated
+    ):
+        return StoreMisconfigured(
+            f"{step}: {name}: the function's service account may not use "
+            f"{target} (it needs roles/datastore.user)"
+        )
+    if isinstance(exc, api_exceptions.FailedPrecondition):
+        return StoreMisconfigured(
+            f"{step}: {name}: {target} is not usable in Firestore Native mode"
+        )
+    # Everything else (unreachable, timed out, a bug in the client library)
+    # is worth retrying; the class name and where we called are enough.
+    return StoreUnavailable(f"{step}: {name} from {target}")
 
 
 _UTC = datetime.UTC
@@ -365,5 +443,6 @@ __all__: Sequence[str] = (
     "Snapshot",
     "StoreContention",
     "StoreError",
+    "StoreMisconfigured",
     "StoreUnavailable",
 )

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: makes .venv from a requirements file if it
 # is missing or the file changed since it was last installed.
 # Usage: . scripts/venv.sh requirements-dev.txt
@@ -14,4 +15,5 @@ if [ ! -f "$_dm_stamp" ] || [ "$_dm_root/$_dm_req" -nt "$_dm_stamp" ] \
     -r "$_dm_root/$_dm_req"
   touch "$_dm_stamp"
 fi
+# shellcheck disable=SC2034  # read by the scripts that source this one
 PY="$_dm_venv/bin/python"

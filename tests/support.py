@@ -9,6 +9,7 @@ from google.protobuf import json_format, text_format
 
 from dm.proto import activate_execution_pb2
 from dm.store import ExecutionKey
+from tests import leakcheck
 
 ActivateExecutionReq = activate_execution_pb2.ActivateExecutionReq
 
@@ -34,6 +35,8 @@ def make_req(
     req.auth.id.attempt = key.attempt
     req.auth.id.id = key.execution
     req.auth.token = token
+    leakcheck.REGISTRY.register(token)
+    leakcheck.REGISTRY.register(req.execution_token)
     return req
 
 

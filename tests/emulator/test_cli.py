@@ -182,6 +182,19 @@ def test_activate_reports_platform_refusal(capsys, tmp_path, mocker):
     code, _, err = run(
         capsys, "activate", "--url", "http://127.0.0.1:9", "--auth-file", str(path)
     )
+    assert code == cli.EXIT_AUTH and "without a pRPC code" in err
+    assert "PERMISSION_DENIED" not in err
+
+
+def test_activate_reports_wrong_url(capsys, tmp_path, mocker):
+    path = tmp_path / "auth.json"
+    path.write_text(
+        json.dumps({"id": {"quest": "q", "attempt": 1, "id": 1}, "token": "AAAA"})
+    )
+    mocker.patch.object(cli, "_call", return_value=(None, 404, "Not Found"))
+    code, _, err = run(
+        capsys, "activate", "--url", "http://127.0.0.1:9", "--auth-file", str(path)
+    )
     assert code == cli.EXIT_OTHER and "without a pRPC code" in err
 
 
