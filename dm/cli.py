@@ -17,11 +17,13 @@ import argparse
 import base64
 import binascii
 import json
+import math
 import os
 import pathlib
 import random
 import secrets
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +44,12 @@ if TYPE_CHECKING:
 ACTIVATE_PATH = "/prpc/dm.Deps/ActivateExecution"
 BINARY = "application/prpc; encoding=binary"
 EXECUTION_TOKEN_BYTES = 32
+# What the service accepts as an ExecutionToken (dm.service enforces it too).
+EXECUTION_TOKEN_RANGE = (32, 512)
+_UINT32_MAX = 2**32 - 1
+# Longest --start-timeout / --max-time: a year, far past any real use and
+# well inside what a timestamp can hold.
+_MAX_SECONDS = 366 * 24 * 3600.0
 
 # Exit statuses of `activate` (and of the other commands where they apply).
 EXIT_OK = 0
@@ -132,26 +140,56 @@ def _read_auth(path: str) -> graph_data_pb2.Execution.Auth:
 def _execution_token(path: str | None) -> bytes:
     """Reads the ExecutionToken (base64) from `path`, or makes one.
 
-    A token made for a named file is written there first (mode 0600), so
-    that a restarted task sends the same token and is recognised as the
-    winner instead of a rival.
+    A token made for a named file is written there first (mode 0600) and
+    published atomically: it is written and synced under a temporary name,
+    then linked into place, so a reader never sees a partial token. When two
+    copies of a task start together, the one that loses the link reads the
+    winner's token, and both are recognised as the same task.
     """
     if path is None:
         return secrets.token_bytes(EXECUTION_TOKEN_BYTES)
     file = pathlib.Path(path)
-    if file.exists():
-        try:
-            return base64.b64decode(
-                file.read_text(encoding="ascii").strip(), validate=True
-            )
-        except (OSError, UnicodeError, binascii.Error) as exc:
-            raise SystemExit(
-                f"error: {path} does not hold a base64 token: {exc}"
-            ) from None
+    if os.path.lexists(file):
+        return _read_token_file(file)
+
     token = secrets.token_bytes(EXECUTION_TOKEN_BYTES)
-    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(base64.b64encode(token).decode("ascii") + "\n")
+    try:
+        fd, temp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot create {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(base64.b64encode(token).decode("ascii") + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, file)
+        except FileExistsError:
+            return _read_token_file(file)
+        except OSError as exc:
+            raise SystemExit(f"error: cannot create {path}: {exc.strerror}") from None
+    finally:
+        os.unlink(temp)
+    return token
+
+
+def _read_token_file(file: pathlib.Path) -> bytes:
+    low, high = EXECUTION_TOKEN_RANGE
+    try:
+        token = base64.b64decode(
+            file.read_text(encoding="ascii").strip(), validate=True
+        )
+    except (OSError, UnicodeError, binascii.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not base64"
+        raise SystemExit(
+            f"error: {file} does not hold a base64 ExecutionToken ({reason})"
+        ) from None
+    if not low <= len(token) <= high:
+        raise SystemExit(
+            f"error: {file} holds a {len(token)}-byte token; an ExecutionToken "
+            f"is {low} to {high} bytes (delete the file only if this task "
+            "never activated with it)"
+        )
     return token
 
 
@@ -324,6 +362,28 @@ def _code_name(code: int | None) -> str:
         return f"code {code}"
 
 
+def _id_number(text: str) -> int:
+    """argparse type: an attempt or execution number, 1 to 2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= _UINT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1 to {_UINT32_MAX}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 to a year."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= _MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"must be 0 to {_MAX_SECONDS:.0f} seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dm", description=__doc__.split("\n\n")[0]
@@ -332,14 +392,14 @@ def _parser() -> argparse.ArgumentParser:
 
     def add_id(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--quest", required=True)
-        sub.add_argument("--attempt", required=True, type=int)
-        sub.add_argument("--execution", required=True, type=int)
+        sub.add_argument("--attempt", required=True, type=_id_number)
+        sub.add_argument("--execution", required=True, type=_id_number)
 
     schedule = commands.add_parser("schedule", help="create an Execution in SCHEDULING")
     add_id(schedule)
     schedule.add_argument(
         "--start-timeout",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="refuse activation after this many seconds",
@@ -355,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     activate.add_argument(
         "--max-time",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="give up retrying transient failures after this long (default 60)",
