@@ -49,6 +49,7 @@ from dm.store import (
     StoreContention,
     StoreError,
     StoreMisconfigured,
+    StoreUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -344,29 +345,61 @@ class ExecutionService:
     def schedule(self, key: ExecutionKey, start_timeout: float | None = None) -> bytes:
         """Creates an Execution in SCHEDULING; returns its activation token.
 
+        A create whose reply is lost may have been applied. Its retry then
+        finds the document; if that document carries this call's token
+        digest, the create was ours and the token is returned, so a lost
+        reply never strands an Execution whose token nobody holds.
+
         Args:
             key: the Execution to create.
             start_timeout: seconds from now within which it must be
                 activated, or None for no limit.
 
         Raises:
-            AlreadyExists: when the Execution exists already.
-            StoreError: when Firestore failed.
+            AlreadyExists: when the Execution exists already (made by
+                someone else).
+            StoreError: when Firestore failed for the whole budget.
         """
         token = secrets.token_bytes(ACTIVATION_TOKEN_BYTES)
+        digest = _sha256(token)
         now = self._clock()
         fields: dict[str, FieldValue] = {
             F_QUEST: key.quest,
             F_ATTEMPT: key.attempt,
             F_EXECUTION: key.execution,
             F_STATE: State.SCHEDULING,
-            F_ACTIVATION_SHA256: _sha256(token),
+            F_ACTIVATION_SHA256: digest,
             F_CREATED: now,
         }
         if start_timeout is not None:
             fields[F_ACTIVATE_BY] = now + datetime.timedelta(seconds=start_timeout)
-        self._store.create(key, fields, timeout=self._store_budget)
-        return token
+
+        give_up_at = time.monotonic() + self._store_budget
+        ctx = Context()
+        uncertain = False
+        for round_no in range(1, MAX_ROUNDS + 1):
+            timeout = min(RPC_TIMEOUT_S, max(0.001, give_up_at - time.monotonic()))
+            try:
+                self._store.create(key, fields, timeout=timeout)
+                return token
+            except AlreadyExists:
+                if uncertain and self._holds_digest(key, digest, timeout):
+                    return token
+                raise
+            except StoreMisconfigured:
+                raise
+            except StoreUnavailable:
+                uncertain = True
+                if round_no == MAX_ROUNDS or time.monotonic() >= give_up_at:
+                    raise
+                _backoff(round_no, give_up_at, ctx)
+        raise AssertionError("unreachable")
+
+    def _holds_digest(self, key: ExecutionKey, digest: bytes, timeout: float) -> bool:
+        """Whether the Execution's stored activation digest is `digest`."""
+        snapshot = self._store.get(key, timeout=timeout)
+        stored = snapshot.fields.get(F_ACTIVATION_SHA256) if snapshot else None
+        return isinstance(stored, bytes) and hmac.compare_digest(stored, digest)
 
     def show(self, key: ExecutionKey) -> dict[str, Any] | None:
         """Returns the Execution's state and times, never its digests.

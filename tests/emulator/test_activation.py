@@ -271,3 +271,65 @@ def test_invalid_request_reads_nothing(service, store, mocker):
         outcome(service, make_req(ExecutionKey("a/b", 1, 1))) is Code.INVALID_ARGUMENT
     )
     assert spy.call_count == 0
+
+
+# schedule() and lost replies.
+
+
+def test_schedule_lost_create_reply_still_returns_a_working_token(
+    service, store, mocker
+):
+    from google.api_core import exceptions
+
+    real = store._api.commit
+
+    def commit_then_lose_reply(*args, **kwargs):
+        real(*args, **kwargs)
+        raise exceptions.ServiceUnavailable("connection reset")
+
+    mocker.patch.object(store._api, "commit", side_effect=commit_then_lose_reply)
+    key = ExecutionKey("lost-create", 1, 1)
+    token = service.schedule(key)
+    mocker.stopall()
+    assert outcome(service, make_req(key, token)) is Code.OK
+
+
+def test_schedule_retries_a_create_that_failed(service, store, mocker):
+    from google.api_core import exceptions
+
+    real = store._api.commit
+    failures = iter([exceptions.ServiceUnavailable("blip")])
+
+    def fail_once(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    mocker.patch.object(store._api, "commit", side_effect=fail_once)
+    key = ExecutionKey("blip-create", 1, 1)
+    token = service.schedule(key)
+    mocker.stopall()
+    assert outcome(service, make_req(key, token)) is Code.OK
+
+
+def test_schedule_after_lost_reply_never_claims_someone_elses_execution(
+    service, store, schedule, mocker
+):
+    from google.api_core import exceptions
+
+    from dm.store import AlreadyExists
+
+    key, _ = schedule()
+    real = store._api.commit
+    failures = iter([exceptions.ServiceUnavailable("blip")])
+
+    def fail_once(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    mocker.patch.object(store._api, "commit", side_effect=fail_once)
+    with pytest.raises(AlreadyExists):
+        service.schedule(key)
