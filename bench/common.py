@@ -175,9 +175,14 @@ class FunctionServer:
     """The function under functions-framework's gunicorn stack, as deployed."""
 
     def __init__(
-        self, emulator_host: str, collection: str, log_path: pathlib.Path
+        self,
+        emulator_host: str,
+        collection: str,
+        log_path: pathlib.Path,
+        project: str = PROJECT,
     ) -> None:
         self.port = free_port()
+        self.project = project
         self.collection = collection
         self._emulator_host = emulator_host
         self._log_path = log_path
@@ -186,7 +191,7 @@ class FunctionServer:
     def start(self) -> None:
         env = {
             **os.environ,
-            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "GOOGLE_CLOUD_PROJECT": self.project,
             "FIRESTORE_EMULATOR_HOST": self._emulator_host,
             "DM_EXECUTIONS_COLLECTION": self.collection,
         }
@@ -223,6 +228,13 @@ class FunctionServer:
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("the function did not start")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> None:
         if self._proc is None:

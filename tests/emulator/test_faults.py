@@ -1,0 +1,283 @@
+"""Faults over HTTP, with the function under functions-framework's gunicorn
+stack and a private emulator that the tests stop, restart and freeze.
+
+The service-level versions of these faults (mocked at one exact step) live
+in test_activation.py; these are the real outages, seen by a caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from google.api_core import exceptions as api_exceptions
+from google.cloud.firestore_v1.services.firestore import FirestoreClient
+from google.cloud.firestore_v1.types import firestore
+
+from bench.common import FunctionServer, PrpcClient
+from dm import prpc
+from dm.rpc import Code
+from dm.service import STORE_BUDGET_S, ExecutionService
+from dm.store import ExecutionKey, FirestoreStore, Settings, StoreError
+from tests.emulator.conftest import PROJECT
+from tests.support import make_req
+from tools.emulator import Emulator
+
+# A caller hears UNAVAILABLE within the service's storage budget; the rest
+# is slack for a shared machine (this is a bound, not a benchmark).
+OUTAGE_BOUND_S = STORE_BUDGET_S + 2.0
+
+
+@pytest.fixture(scope="module")
+def outage_emulator(tmp_path_factory) -> Iterator[Emulator]:
+    """An emulator of this module's own, so stopping it harms no other test."""
+    instance = Emulator(tmp_path_factory.mktemp("faults") / "emulator.log")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def function(outage_emulator, tmp_path_factory) -> Iterator[FunctionServer]:
+    server = FunctionServer(
+        outage_emulator.host,
+        "faults",
+        tmp_path_factory.mktemp("function") / "function.log",
+        project=PROJECT,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emu(outage_emulator) -> Iterator[Emulator]:
+    """The module's emulator, guaranteed up and running after each test."""
+    yield outage_emulator
+    outage_emulator.resume()
+    if not outage_emulator.is_up():
+        outage_emulator.start()
+
+
+@pytest.fixture
+def fstore(outage_emulator) -> Iterator[FirestoreStore]:
+    instance = FirestoreStore(
+        Settings(
+            project=PROJECT, collection="faults", emulator_host=outage_emulator.host
+        )
+    )
+    yield instance
+    instance.close()
+
+
+def schedule_when_up(store: FirestoreStore) -> tuple[ExecutionKey, bytes]:
+    """Schedules a fresh Execution, waiting (bounded) for storage to answer."""
+    service = ExecutionService(store)
+    key = ExecutionKey(f"f-{secrets.token_hex(8)}", 1, 1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return key, service.schedule(key)
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def call(function: FunctionServer, req) -> tuple[int, Code | None, float]:
+    client = PrpcClient(function.port, timeout=60)
+    started = time.monotonic()
+    try:
+        status, code, _ = client.call(req.SerializeToString())
+    finally:
+        client.close()
+    return status, code, time.monotonic() - started
+
+
+def stored(store: FirestoreStore, key: ExecutionKey) -> dict:
+    snapshot = store.get(key, timeout=5)
+    assert snapshot is not None
+    return dict(snapshot.fields)
+
+
+def test_emulator_stopped_gives_bounded_unavailable_then_same_instance_recovers(
+    function, emu, fstore
+):
+    key, token = schedule_when_up(fstore)
+    assert call(function, make_req(key, token))[1] is Code.OK  # a warm instance
+    pid = function.pid
+
+    key, token = schedule_when_up(fstore)
+    emu.stop()
+    replies: list[tuple[int, Code | None, float]] = []
+
+    def caller() -> None:
+        replies.append(call(function, make_req(key, token)))
+
+    # A few callers at once, fewer than the server's threads.
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for status, code, took in replies:
+        assert (status, code) == (503, Code.UNAVAILABLE)
+        assert took < OUTAGE_BOUND_S, took
+
+    # Back on the same port, empty (the emulator keeps nothing). The same
+    # function process answers the first call after the outage correctly:
+    # its channel reconnects within the call's own retry budget.
+    emu.start()
+    key, token = schedule_when_up(fstore)
+    winner = make_req(key, token)
+    status, code, took = call(function, winner)
+    assert (status, code) == (200, Code.OK)
+    assert took < OUTAGE_BOUND_S
+    assert call(function, winner)[1] is Code.OK
+    assert call(function, make_req(key, token))[1] is Code.ALREADY_EXISTS
+    assert function.pid == pid and function.running()
+
+
+def test_frozen_emulator_gives_bounded_unavailable_and_writes_nothing(
+    function, emu, fstore
+):
+    key, token = schedule_when_up(fstore)
+    before = stored(fstore, key)
+    req = make_req(key, token)
+
+    emu.pause()  # connections stay open; nothing answers
+    status, code, took = call(function, req)
+    emu.resume()
+
+    assert (status, code) == (503, Code.UNAVAILABLE)
+    assert took < OUTAGE_BOUND_S, took
+    assert stored(fstore, key) == before  # the read hung; nothing was written
+    assert call(function, req)[1] is Code.OK
+
+
+def _hold_lock(store: FirestoreStore, key: ExecutionKey) -> bytes:
+    """A rival read-write transaction that reads the document and then sits
+    on it, as a stuck admin script using @transactional would."""
+    api, meta = store._api, store._metadata
+    txn = api.begin_transaction(
+        request=firestore.BeginTransactionRequest(database=store._database),
+        metadata=meta,
+        timeout=5,
+    ).transaction
+    for _ in api.batch_get_documents(
+        request=firestore.BatchGetDocumentsRequest(
+            database=store._database, documents=[store._name(key)], transaction=txn
+        ),
+        metadata=meta,
+        timeout=5,
+    ):
+        pass
+    return txn
+
+
+def test_contention_outlasting_the_budget_is_retryable_never_wrong(
+    function, emu, fstore
+):
+    key, token = schedule_when_up(fstore)
+    req = make_req(key, token)
+    txn = _hold_lock(fstore, key)
+    status, code, took = call(function, req)
+    fstore._api.rollback(
+        request=firestore.RollbackRequest(database=fstore._database, transaction=txn),
+        metadata=fstore._metadata,
+        timeout=5,
+    )
+    assert code in (Code.UNAVAILABLE, Code.ABORTED), (status, code)
+    assert took < OUTAGE_BOUND_S
+
+    # A commit the function gave up on may still have landed once the lock
+    # went away. Either way the document is whole, not half-written...
+    fields = stored(fstore, key)
+    if fields["state"] == 0:
+        assert "execution_token_sha256" not in fields and "activated" not in fields
+    else:
+        assert fields["state"] == 1 and "activated" in fields
+    # ...and the caller's identical retry wins, a rival does not.
+    assert call(function, req)[1] is Code.OK
+    assert call(function, make_req(key, token))[1] is Code.ALREADY_EXISTS
+
+
+def test_reply_lost_on_the_wire_then_identical_retry_is_ok(function, emu, fstore):
+    key, token = schedule_when_up(fstore)
+    req = make_req(key, token)
+    body = req.SerializeToString()
+    head = (
+        "POST /prpc/dm.Deps/ActivateExecution HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{function.port}\r\n"
+        "Content-Type: application/prpc; encoding=binary\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", function.port), timeout=5) as sock:
+        sock.sendall(head + body)  # and hang up without reading the reply
+
+    deadline = time.monotonic() + 10
+    while stored(fstore, key)["state"] != 1:
+        assert time.monotonic() < deadline, "the request never took effect"
+        time.sleep(0.05)
+    assert call(function, req)[1] is Code.OK
+    assert call(function, make_req(key, token))[1] is Code.ALREADY_EXISTS
+
+
+# Exact steps the emulator cannot produce, through the in-process function.
+
+
+def test_commit_applied_then_reply_and_storage_lost(http, schedule, store, mocker):
+    """The commit lands, its reply is lost and storage stays down for the
+    rest of the call: the caller hears a retryable code, and its identical
+    retry, once storage is back, is OK."""
+    key, token = schedule()
+    real_commit = FirestoreClient.commit
+
+    def commit_then_fail(self, *args, **kwargs):
+        real_commit(self, *args, **kwargs)
+        mocker.patch.object(
+            FirestoreClient,
+            "batch_get_documents",
+            side_effect=api_exceptions.ServiceUnavailable("down"),
+        )
+        raise api_exceptions.ServiceUnavailable("reply lost")
+
+    mocker.patch.object(FirestoreClient, "commit", commit_then_fail)
+    req = make_req(key, token)
+    body = req.SerializeToString()
+    first = http.post("/prpc/dm.Deps/ActivateExecution", data=body)
+    mocker.stopall()
+
+    assert first.headers[prpc.CODE_HEADER] == str(int(Code.UNAVAILABLE))
+    again = http.post("/prpc/dm.Deps/ActivateExecution", data=body)
+    assert again.headers[prpc.CODE_HEADER] == "0"
+    rival = http.post(
+        "/prpc/dm.Deps/ActivateExecution",
+        data=make_req(key, token).SerializeToString(),
+    )
+    assert rival.headers[prpc.CODE_HEADER] == str(int(Code.ALREADY_EXISTS))
+
+
+def test_every_commit_aborted_is_aborted_over_http(http, schedule, service, mocker):
+    key, token = schedule()
+    mocker.patch.object(
+        FirestoreClient,
+        "commit",
+        side_effect=api_exceptions.Aborted("too much contention"),
+    )
+    body = make_req(key, token).SerializeToString()
+    response = http.post("/prpc/dm.Deps/ActivateExecution", data=body)
+    mocker.stopall()
+    assert response.status_code == 409
+    assert response.headers[prpc.CODE_HEADER] == str(int(Code.ABORTED))
+    assert service.show(key)["state"] == "SCHEDULING"
+    assert (
+        http.post("/prpc/dm.Deps/ActivateExecution", data=body).headers[
+            prpc.CODE_HEADER
+        ]
+        == "0"
+    )
