@@ -40,6 +40,7 @@ MSG_NOT_FOUND = "no such route; pRPC methods live at /prpc/<service>/<method>"
 MSG_UNKNOWN_METHOD = "unknown service or method"
 MSG_METHOD_NOT_ALLOWED = "pRPC requires POST"
 MSG_BODY_TOO_LARGE = f"request body exceeds {MAX_BODY_BYTES} bytes"
+MSG_BODY_UNREADABLE = "the request body could not be read"
 MSG_INTERNAL = "internal error"
 
 
@@ -155,12 +156,19 @@ def read_body(
     huge upload nor a gzip bomb costs more than the limit in memory.
 
     Raises:
-        RpcError: INVALID_ARGUMENT when the body is too large, the encoding
-            is not supported, or the gzip stream is corrupt or truncated.
+        RpcError: INVALID_ARGUMENT when the body is too large or cannot be
+            read, the encoding is not supported, or the gzip stream is
+            corrupt or truncated.
     """
     if content_length is not None and content_length > MAX_BODY_BYTES:
         raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_TOO_LARGE)
-    raw = stream.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = stream.read(MAX_BODY_BYTES + 1)
+    except Exception as exc:
+        # The server's input stream fails on a malformed chunked body or a
+        # client that hung up mid-upload (gunicorn raises its own IOError
+        # subclasses): the request's fault, whatever the class.
+        raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_UNREADABLE) from exc
     if len(raw) > MAX_BODY_BYTES:
         raise RpcError(Code.INVALID_ARGUMENT, MSG_BODY_TOO_LARGE)
 

@@ -188,6 +188,22 @@ def test_read_body_rejects_declared_oversize_before_reading():
         prpc.read_body(Exploding(), prpc.MAX_BODY_BYTES + 1, None)
 
 
+@pytest.mark.parametrize("error", [ValueError, OSError, EOFError])
+def test_read_body_that_cannot_be_read_is_invalid_argument(error):
+    """A broken chunked body or a client gone mid-upload makes the server's
+    input stream raise; that is the request's fault, not an internal error."""
+
+    class Broken(io.RawIOBase):
+        def read(self, n=-1):
+            raise error("invalid chunk size")
+
+    with pytest.raises(RpcError) as info:
+        prpc.read_body(Broken(), None, None)
+    assert info.value.code is Code.INVALID_ARGUMENT
+    assert info.value.message == prpc.MSG_BODY_UNREADABLE
+    assert "chunk" not in info.value.message
+
+
 def test_read_body_gunzips():
     assert prpc.read_body(io.BytesIO(gzip.compress(b"hello")), None, "gzip") == b"hello"
 
