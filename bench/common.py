@@ -180,9 +180,11 @@ class FunctionServer:
         collection: str,
         log_path: pathlib.Path,
         project: str = PROJECT,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.project = project
+        self._extra_env = extra_env or {}
         self.collection = collection
         self._emulator_host = emulator_host
         self._log_path = log_path
@@ -194,6 +196,7 @@ class FunctionServer:
             "GOOGLE_CLOUD_PROJECT": self.project,
             "FIRESTORE_EMULATOR_HOST": self._emulator_host,
             "DM_EXECUTIONS_COLLECTION": self.collection,
+            **self._extra_env,
         }
         env.pop("DM_FIRESTORE_DATABASE", None)
         self._proc = subprocess.Popen(

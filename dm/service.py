@@ -63,7 +63,10 @@ _QUEST_RE = re.compile(rf"[A-Za-z0-9._~-]{{1,{QUEST_MAX_CHARS}}}")
 
 # Time limits. An activation spends at most STORE_BUDGET_S on Firestore
 # (fewer if the caller's own deadline is nearer), and no single RPC waits
-# longer than RPC_TIMEOUT_S.
+# longer than RPC_TIMEOUT_S. Once a call has spent its whole budget on
+# storage failures, the instance takes storage to be down: later calls make
+# one attempt and answer UNAVAILABLE at once if it fails, instead of each
+# holding a server thread for a full budget, until a read succeeds again.
 STORE_BUDGET_S = 5.0
 RPC_TIMEOUT_S = 2.0
 MAX_ROUNDS = 8
@@ -227,6 +230,9 @@ class ExecutionService:
         self._store = store
         self._clock = clock
         self._store_budget = store_budget
+        # Set when a call ran out of budget on storage failures; cleared by
+        # the next read that succeeds. Shared by the instance's threads.
+        self._storage_down = False
 
     def activate(
         self, req: activate_execution_pb2.ActivateExecutionReq, ctx: Context
@@ -241,6 +247,7 @@ class ExecutionService:
 
         budget_end = time.monotonic() + self._store_budget
         failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+        storage_failed = False  # did the last round fail on storage?
         for round_no in range(1, MAX_ROUNDS + 1):
             ctx.log_fields["rounds"] = round_no
             timeout = self._rpc_timeout(ctx, budget_end)
@@ -250,17 +257,26 @@ class ExecutionService:
                 if self._activate_once(activation, timeout):
                     return empty_pb2.Empty()
                 # Lost a race for the document: read it again at once.
+                storage_failed = False
                 continue
             except StoreContention:
                 failure = RpcError(Code.ABORTED, MSG_CONTENTION)
+                storage_failed = False
             except StoreError as exc:
                 logger.warning("activation round %d: %s", round_no, exc)
                 failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+                storage_failed = True
+                if self._storage_down:
+                    # A known outage: answer now, the caller retries anyway.
+                    ctx.log_fields["storage_down"] = True
+                    break
             _backoff(round_no, budget_end, ctx)
 
         remaining = ctx.remaining()
         if remaining is not None and remaining <= 0:
             raise RpcError(Code.DEADLINE_EXCEEDED, MSG_DEADLINE)
+        if storage_failed:
+            self._storage_down = True
         raise failure
 
     def _rpc_timeout(self, ctx: Context, budget_end: float) -> float | None:
@@ -285,6 +301,7 @@ class ExecutionService:
             StoreError: when Firestore failed.
         """
         snapshot = self._store.get(activation.key, timeout=timeout)
+        self._storage_down = False
         now = self._clock()
         verdict = decide(snapshot.fields if snapshot else None, activation, now)
 

@@ -88,6 +88,18 @@ class Emulator:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+        # The launcher can exit before the JVM it started has let go of the
+        # port; stopped means nothing accepts connections there any more.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and self._accepts():
+            time.sleep(0.1)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def pause(self) -> None:
         """Freezes the emulator (SIGSTOP): connections stay open, nothing
