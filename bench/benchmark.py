@@ -551,7 +551,7 @@ def hostile_costs(client: PrpcClient, service: Any, n: int) -> dict[str, Any]:
             started = time.perf_counter()
             status, code, _ = client.call(body, headers)
             samples[name].append(time.perf_counter() - started)
-            codes[name][f"{status} {code.name if code else None}"] += 1
+            codes[name][f"{status} {code.name if code is not None else None}"] += 1
     result = {
         name: {**summarize(samples[name]), "replies": dict(codes[name])}
         for name in cases
