@@ -32,6 +32,7 @@ import logging
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,9 +65,10 @@ _QUEST_RE = re.compile(rf"[A-Za-z0-9._~-]{{1,{QUEST_MAX_CHARS}}}")
 # Time limits. An activation spends at most STORE_BUDGET_S on Firestore
 # (fewer if the caller's own deadline is nearer), and no single RPC waits
 # longer than RPC_TIMEOUT_S. Once a call has spent its whole budget on
-# storage failures, the instance takes storage to be down: later calls make
-# one attempt and answer UNAVAILABLE at once if it fails, instead of each
-# holding a server thread for a full budget, until a read succeeds again.
+# storage failures, the instance takes storage to be down until a read
+# succeeds again: meanwhile one call at a time probes storage with a single
+# attempt, and the others answer UNAVAILABLE at once, instead of each
+# holding a server thread for a full budget while callers queue.
 STORE_BUDGET_S = 5.0
 RPC_TIMEOUT_S = 2.0
 MAX_ROUNDS = 8
@@ -233,6 +235,8 @@ class ExecutionService:
         # Set when a call ran out of budget on storage failures; cleared by
         # the next read that succeeds. Shared by the instance's threads.
         self._storage_down = False
+        # Held by the one call that may try storage while it is down.
+        self._probe = threading.Lock()
 
     def activate(
         self, req: activate_execution_pb2.ActivateExecutionReq, ctx: Context
@@ -244,7 +248,20 @@ class ExecutionService:
         """
         activation = validate(req)
         ctx.log_fields["execution"] = _describe(activation.key)
+        if not self._storage_down:
+            return self._activate(activation, ctx)
+        if not self._probe.acquire(blocking=False):
+            # Storage is down and another call is finding out whether it is
+            # back: answer now, the caller retries anyway.
+            ctx.log_fields["storage_down"] = True
+            raise RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+        try:
+            return self._activate(activation, ctx)
+        finally:
+            self._probe.release()
 
+    def _activate(self, activation: Activation, ctx: Context) -> empty_pb2.Empty:
+        """The read-decide-write rounds of one call, within its budgets."""
         budget_end = time.monotonic() + self._store_budget
         failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
         storage_failed = False  # did the last round fail on storage?

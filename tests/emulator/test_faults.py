@@ -21,7 +21,7 @@ from google.cloud.firestore_v1.types import firestore
 from bench.common import FunctionServer, PrpcClient
 from dm import prpc
 from dm.rpc import Code
-from dm.service import STORE_BUDGET_S, ExecutionService
+from dm.service import RPC_TIMEOUT_S, STORE_BUDGET_S, ExecutionService
 from dm.store import ExecutionKey, FirestoreStore, Settings, StoreError
 from tests.emulator.conftest import PROJECT
 from tests.support import make_req
@@ -174,6 +174,37 @@ def test_outage_with_more_callers_than_threads_stays_bounded(function, emu, fsto
     emu.start()
     key, token = schedule_when_up(fstore)
     assert until_ok(function, make_req(key, token)) < OUTAGE_BOUND_S
+
+
+def test_hung_storage_with_a_deep_queue_stays_bounded(function, emu, fstore):
+    """Storage hangs (frozen), six times as many callers as threads. Once
+    the first wave has spent its budget, one queued call at a time probes
+    storage (one RPC timeout) and the others answer at once; the slowest
+    caller waits one budget plus one probe, however deep the queue. (With
+    every queued call probing, each wave of threads cost another RPC
+    timeout: about 15 s here.)"""
+    key, token = schedule_when_up(fstore)
+    winner = make_req(key, token)
+    assert call(function, winner)[1] is Code.OK
+    reqs = [make_req(key, token) for _ in range(6 * SERVER_THREADS)]
+    emu.pause()
+    replies: list[tuple[int, Code | None, float]] = []
+
+    def caller(req) -> None:
+        replies.append(call(function, req))
+
+    threads = [threading.Thread(target=caller, args=(r,)) for r in reqs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    emu.resume()
+
+    assert {(status, code) for status, code, _ in replies} == {(503, Code.UNAVAILABLE)}
+    slowest = max(took for _, _, took in replies)
+    bound = STORE_BUDGET_S + RPC_TIMEOUT_S + 1.5
+    assert slowest < bound, sorted(round(t, 1) for _, _, t in replies)
+    assert until_ok(function, winner) < OUTAGE_BOUND_S
 
 
 def until_ok(function: FunctionServer, req, limit: float = 20.0) -> float:
@@ -349,6 +380,12 @@ def test_known_outage_makes_one_attempt_until_a_read_succeeds(store, schedule, m
     with pytest.raises(RpcError) as second:
         service.activate(req, Context())
     assert second.value.code is Code.UNAVAILABLE and get.call_count == 1
+
+    # While one call probes, the others do not touch storage at all.
+    get.reset_mock()
+    with service._probe, pytest.raises(RpcError) as third:
+        service.activate(req, Context())
+    assert third.value.code is Code.UNAVAILABLE and get.call_count == 0
 
     # Storage answers again: the first read clears the outage, and a later
     # blip is retried within the budget as before.
