@@ -209,6 +209,10 @@ def wire_requests(draw) -> bytes:
             nested = field_bytes(9, nested)
         body += nested
     if draw(st.booleans()):
+        # Unknown groups nested far past any parser's depth limit.
+        depth = draw(st.integers(min_value=1, max_value=30_000))
+        body += varint(9 << 3 | 3) * depth + varint(9 << 3 | 4) * depth
+    if draw(st.booleans()):
         body += draw(st.binary(max_size=32))
     if draw(st.booleans()):
         body = body[: draw(st.integers(min_value=0, max_value=len(body)))]
@@ -246,16 +250,20 @@ def test_malformed_binary_messages(hostile, body):
     assert code in (Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED)
 
 
+def _nest(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    )
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**80), max_value=2**80)
     | st.floats()
     | st.text(max_size=40),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _nest,
     max_leaves=12,
 )
 
@@ -264,8 +272,14 @@ json_values = st.recursive(
 def json_requests(draw) -> bytes:
     """Protobuf-JSON-shaped documents with wrong types and out-of-range
     numbers in every field, or plain JSON garbage."""
-    if draw(st.integers(min_value=0, max_value=5)) == 0:
+    kind = draw(st.integers(min_value=0, max_value=6))
+    if kind == 0:
         return json.dumps(draw(json_values)).encode()
+    if kind == 1:
+        # Nesting deep enough to exhaust a recursive parser.
+        depth = draw(st.integers(min_value=1, max_value=30_000))
+        inner = "[" * depth + "]" * depth
+        return ('{"auth": {"id": ' + inner + "}}").encode()
     ident = {
         "quest": draw(st.one_of(st.text(max_size=40), json_values)),
         "attempt": draw(st.one_of(numbers, json_values, st.just("1"))),
