@@ -131,8 +131,16 @@ def handle(request: flask.Request) -> flask.Response:
 
 
 def _to_flask(response: prpc.Response) -> flask.Response:
+    # NOTE: an iterable body makes this a "streamed" response, and that stops
+    # functions-framework's after-request hook (`read_request`) from reading
+    # whatever request body is left. That read has no size limit and runs
+    # outside every error handler: a huge body would be held in memory, and
+    # a malformed chunked one crashed into an HTML 500 without a pRPC code.
+    # What we leave unread, gunicorn discards in small pieces before it reads
+    # the connection's next request.
+    headers = {**response.headers, "Content-Length": str(len(response.body))}
     return flask.Response(
-        response=response.body, status=response.status, headers=response.headers
+        response=iter((response.body,)), status=response.status, headers=headers
     )
 
 

@@ -32,6 +32,7 @@ import logging
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,7 +66,11 @@ _QUEST_RE = re.compile(rf"[A-Za-z0-9._~-]{{1,{QUEST_MAX_CHARS}}}")
 
 # Time limits. An activation spends at most STORE_BUDGET_S on Firestore
 # (fewer if the caller's own deadline is nearer), and no single RPC waits
-# longer than RPC_TIMEOUT_S.
+# longer than RPC_TIMEOUT_S. Once a call has spent its whole budget on
+# storage failures, the instance takes storage to be down until a read
+# succeeds again: meanwhile one call at a time probes storage with a single
+# attempt, and the others answer UNAVAILABLE at once, instead of each
+# holding a server thread for a full budget while callers queue.
 STORE_BUDGET_S = 5.0
 RPC_TIMEOUT_S = 2.0
 MAX_ROUNDS = 8
@@ -236,6 +241,11 @@ class ExecutionService:
         self._clock = clock
         self._store_budget = store_budget
         self._finished_ttl = finished_ttl
+        # Set when a call ran out of budget on storage failures; cleared by
+        # the next read that succeeds. Shared by the instance's threads.
+        self._storage_down = False
+        # Held by the one call that may try storage while it is down.
+        self._probe = threading.Lock()
 
     def activate(
         self, req: activate_execution_pb2.ActivateExecutionReq, ctx: Context
@@ -247,9 +257,23 @@ class ExecutionService:
         """
         activation = validate(req)
         ctx.log_fields["execution"] = _describe(activation.key)
+        if not self._storage_down:
+            return self._activate(activation, ctx)
+        if not self._probe.acquire(blocking=False):
+            # Storage is down and another call is finding out whether it is
+            # back: answer now, the caller retries anyway.
+            ctx.log_fields["storage_down"] = True
+            raise RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+        try:
+            return self._activate(activation, ctx)
+        finally:
+            self._probe.release()
 
+    def _activate(self, activation: Activation, ctx: Context) -> empty_pb2.Empty:
+        """The read-decide-write rounds of one call, within its budgets."""
         budget_end = time.monotonic() + self._store_budget
         failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+        storage_failed = False  # did the last round fail on storage?
         for round_no in range(1, MAX_ROUNDS + 1):
             ctx.log_fields["rounds"] = round_no
             timeout = self._rpc_timeout(ctx, budget_end)
@@ -259,23 +283,32 @@ class ExecutionService:
                 if self._activate_once(activation, timeout):
                     return empty_pb2.Empty()
                 # Lost a race for the document: read it again at once.
+                storage_failed = False
                 continue
             except StoreContention:
                 failure = RpcError(Code.ABORTED, MSG_CONTENTION)
+                storage_failed = False
             except StoreError as exc:
                 # The call's one log line says what storage did last.
                 ctx.log_fields["error"] = f"storage: {exc}"
                 failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
+                storage_failed = True
                 if isinstance(exc, StoreMisconfigured):
                     ctx.log_fields["misconfigured"] = True
                     # Retrying cannot help before an operator acts; the
                     # caller is told to retry later all the same.
+                    break
+                if self._storage_down:
+                    # A known outage: answer now, the caller retries anyway.
+                    ctx.log_fields["storage_down"] = True
                     break
             _backoff(round_no, budget_end, ctx)
 
         remaining = ctx.remaining()
         if remaining is not None and remaining <= 0:
             raise RpcError(Code.DEADLINE_EXCEEDED, MSG_DEADLINE)
+        if storage_failed:
+            self._storage_down = True
         raise failure
 
     def _rpc_timeout(self, ctx: Context, budget_end: float) -> float | None:
@@ -300,6 +333,7 @@ class ExecutionService:
             StoreError: when Firestore failed.
         """
         snapshot = self._store.get(activation.key, timeout=timeout)
+        self._storage_down = False
         now = self._clock()
         verdict = decide(snapshot.fields if snapshot else None, activation, now)
 

@@ -78,6 +78,8 @@ class Emulator:
         if self._proc is None:
             return
         try:
+            # A paused emulator must run again to act on SIGTERM.
+            os.killpg(self._proc.pid, signal.SIGCONT)
             os.killpg(self._proc.pid, signal.SIGTERM)
             self._proc.wait(timeout=15)
         except ProcessLookupError:
@@ -86,6 +88,29 @@ class Emulator:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+        # The launcher can exit before the JVM it started has let go of the
+        # port; stopped means nothing accepts connections there any more.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and self._accepts():
+            time.sleep(0.1)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        """Freezes the emulator (SIGSTOP): connections stay open, nothing
+        answers. Fault tests use this to stand for a Firestore that hangs."""
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Lets a paused emulator run again (SIGCONT)."""
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGCONT)
 
     def reset(self, project: str) -> None:
         """Deletes every document of the project's default database."""

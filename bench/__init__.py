@@ -1,0 +1,1 @@
+"""Benchmark and load harnesses (never deployed; see README)."""
