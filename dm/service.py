@@ -276,11 +276,10 @@ class ExecutionService:
         storage_failed = False  # did the last round fail on storage?
         for round_no in range(1, MAX_ROUNDS + 1):
             ctx.log_fields["rounds"] = round_no
-            timeout = self._rpc_timeout(ctx, budget_end)
-            if timeout is None:
+            if self._rpc_timeout(ctx, budget_end) is None:
                 break
             try:
-                if self._activate_once(activation, timeout):
+                if self._activate_once(activation, ctx, budget_end):
                     return empty_pb2.Empty()
                 # Lost a race for the document: read it again at once.
                 storage_failed = False
@@ -321,8 +320,23 @@ class ExecutionService:
             return None
         return min(left, RPC_TIMEOUT_S)
 
-    def _activate_once(self, activation: Activation, timeout: float) -> bool:
-        """One read-decide-write round.
+    def _time_left(self, ctx: Context, budget_end: float) -> float:
+        """The timeout for the next storage call.
+
+        Raises:
+            StoreUnavailable: when no time is left for one.
+        """
+        timeout = self._rpc_timeout(ctx, budget_end)
+        if timeout is None:
+            raise StoreUnavailable("no time left for storage")
+        return timeout
+
+    def _activate_once(
+        self, activation: Activation, ctx: Context, budget_end: float
+    ) -> bool:
+        """One read-decide-write round. Each storage call gets only the time
+        still left, so a round never outlasts the budget or the caller's
+        deadline, however slowly storage answers.
 
         Returns:
             True when the caller now holds the Execution; False when the
@@ -332,7 +346,9 @@ class ExecutionService:
             RpcError: for a final outcome other than OK.
             StoreError: when Firestore failed.
         """
-        snapshot = self._store.get(activation.key, timeout=timeout)
+        snapshot = self._store.get(
+            activation.key, timeout=self._time_left(ctx, budget_end)
+        )
         self._storage_down = False
         now = self._clock()
         verdict = decide(snapshot.fields if snapshot else None, activation, now)
@@ -350,7 +366,9 @@ class ExecutionService:
                 F_EXECUTION_SHA256: activation.execution_sha256,
                 F_ACTIVATED: now,
             }
-            return self._commit(activation.key, snapshot, changes, timeout)
+            return self._commit(
+                activation.key, snapshot, changes, self._time_left(ctx, budget_end)
+            )
 
         # Verdict.EXPIRE: close the Execution, then deny. If someone else
         # changed it first, read again and decide on what they did.
@@ -361,6 +379,7 @@ class ExecutionService:
         }
         if self._finished_ttl is not None:
             changes[F_EXPIRE_AT] = now + self._finished_ttl
+        timeout = self._time_left(ctx, budget_end)
         if self._commit(activation.key, snapshot, changes, timeout):
             raise RpcError(Code.PERMISSION_DENIED, MSG_EXPIRED)
         return False

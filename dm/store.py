@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -315,7 +316,7 @@ class FirestoreStore:
             key: the Execution.
             version: the `Snapshot.version` the caller based its decision on.
             changes: the fields to set; other fields are left as they are.
-            timeout: seconds allowed for each of the two RPCs.
+            timeout: seconds allowed for the two RPCs together.
 
         Returns:
             True when committed; False when the document changed since it
@@ -326,6 +327,7 @@ class FirestoreStore:
             StoreUnavailable: when Firestore failed or did not answer; the
                 write may or may not have been applied.
         """
+        give_up_at = time.monotonic() + timeout
         try:
             begun = self._api.begin_transaction(
                 request=firestore.BeginTransactionRequest(database=self._database),
@@ -345,7 +347,7 @@ class FirestoreStore:
                     transaction=begun.transaction,
                 ),
                 retry=None,
-                timeout=timeout,
+                timeout=max(0.001, give_up_at - time.monotonic()),
                 metadata=self._metadata,
             )
         except (api_exceptions.FailedPrecondition, api_exceptions.NotFound):

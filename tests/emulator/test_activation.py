@@ -333,3 +333,49 @@ def test_schedule_after_lost_reply_never_claims_someone_elses_execution(
     mocker.patch.object(store._api, "commit", side_effect=fail_once)
     with pytest.raises(AlreadyExists):
         service.schedule(key)
+
+
+def _slow_storage(store, mocker, fraction: float, failing_commit: bool = False):
+    """Makes every storage RPC wait `fraction` of its timeout first, as a
+    slow but answering Firestore would; the commit then optionally times
+    out."""
+    from google.api_core import exceptions
+
+    for name in ("batch_get_documents", "begin_transaction", "commit"):
+        real = getattr(store._api, name)
+
+        def slow(*args, _real=real, _name=name, **kwargs):
+            time.sleep(fraction * kwargs["timeout"])
+            if failing_commit and _name == "commit":
+                raise exceptions.DeadlineExceeded("commit timed out")
+            return _real(*args, **kwargs)
+
+        mocker.patch.object(store._api, name, side_effect=slow)
+
+
+def test_slow_storage_never_outlasts_the_callers_deadline(store, schedule, mocker):
+    key, token = schedule()
+    service = ExecutionService(store)
+    _slow_storage(store, mocker, 0.8, failing_commit=True)
+    started = time.monotonic()
+    ctx = Context(deadline=started + 1.0)
+    assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.25
+
+
+def test_slow_storage_never_outlasts_the_budget(store, schedule, mocker):
+    key, token = schedule()
+    service = ExecutionService(store, store_budget=1.0)
+    _slow_storage(store, mocker, 0.95, failing_commit=True)
+    started = time.monotonic()
+    assert outcome(service, make_req(key, token)) is Code.UNAVAILABLE
+    assert time.monotonic() - started < 1.25
+
+
+def test_slow_storage_within_deadline_still_activates(store, schedule, mocker):
+    key, token = schedule()
+    service = ExecutionService(store)
+    _slow_storage(store, mocker, 0.05)
+    assert (
+        outcome(service, make_req(key, token), Context(time.monotonic() + 3)) is Code.OK
+    )
