@@ -31,7 +31,6 @@ from google.protobuf import timestamp_pb2
 
 from bench.common import (
     PROJECT,
-    FunctionServer,
     PrpcClient,
     RpcCounter,
     make_req,
@@ -45,6 +44,7 @@ from bench.common import (
 from dm.rpc import Code, Context, RpcError
 from dm.service import State
 from dm.store import ExecutionKey, FirestoreStore
+from tools.function_server import FunctionServer
 
 # Targets from the issue, as (figure, limit); see README "Performance and proof".
 TARGETS = {
@@ -607,7 +607,7 @@ def _measure(
     collection = f"bench_{secrets.token_hex(4)}"
     store = store_for(host, collection)
     service = ExecutionService(store)
-    server = FunctionServer(host, collection, work / "function.log")
+    server = FunctionServer(host, collection, work / "function.log", project=PROJECT)
     server.start()
     client = PrpcClient(server.port)
     floors = Floors(store, collection)

@@ -12,11 +12,8 @@ import os
 import pathlib
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,7 +30,7 @@ os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
 from dm.proto import activate_execution_pb2  # noqa: E402
 from dm.rpc import Code  # noqa: E402
 from dm.store import ExecutionKey, FirestoreStore, Settings  # noqa: E402
-from tools.emulator import Emulator, free_port  # noqa: E402
+from tools.emulator import Emulator  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROJECT = "demo-dm-bench"
@@ -169,86 +166,6 @@ class PrpcClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-class FunctionServer:
-    """The function under functions-framework's gunicorn stack, as deployed."""
-
-    def __init__(
-        self,
-        emulator_host: str,
-        collection: str,
-        log_path: pathlib.Path,
-        project: str = PROJECT,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.project = project
-        self._extra_env = extra_env or {}
-        self.collection = collection
-        self._emulator_host = emulator_host
-        self._log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "FIRESTORE_EMULATOR_HOST": self._emulator_host,
-            "DM_EXECUTIONS_COLLECTION": self.collection,
-            **self._extra_env,
-        }
-        env.pop("DM_FIRESTORE_DATABASE", None)
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "functions_framework",
-                "--target",
-                "activate_execution",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(self._log_path, "wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"the function exited; see {self._log_path}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/")
-                conn.getresponse().read()
-                conn.close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("the function did not start")
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
 
 
 @contextlib.contextmanager

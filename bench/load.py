@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import (
-    FunctionServer,
+    PROJECT,
     PrpcClient,
     make_req,
     new_quest,
@@ -45,6 +45,7 @@ from bench.common import (
 from dm.rpc import Code
 from dm.service import ExecutionService
 from dm.store import ExecutionKey
+from tools.function_server import FunctionServer
 
 
 @dataclass
@@ -232,7 +233,9 @@ def _run(args: argparse.Namespace, emulator_host: str, work: Any) -> dict[str, A
     collection = f"load_{secrets.token_hex(4)}"
     store = store_for(emulator_host, collection)
     service = ExecutionService(store)
-    server = FunctionServer(emulator_host, collection, work / "function.log")
+    server = FunctionServer(
+        emulator_host, collection, work / "function.log", project=PROJECT
+    )
     server.start()
     try:
         executions = []

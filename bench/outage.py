@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 from bench.common import (
-    FunctionServer,
+    PROJECT,
     PrpcClient,
     make_req,
     new_quest,
@@ -31,6 +31,7 @@ from bench.common import (
 from dm.rpc import Code
 from dm.service import ExecutionService
 from dm.store import ExecutionKey, StoreError
+from tools.function_server import FunctionServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             emulator.host,
             "outage",
             work / "function.log",
+            project=PROJECT,
             extra_env={"THREADS": str(args.threads)},
         )
         server.start()

@@ -16,7 +16,7 @@ import sys
 import time
 
 from bench.common import (
-    FunctionServer,
+    PROJECT,
     PrpcClient,
     make_req,
     new_quest,
@@ -26,6 +26,7 @@ from bench.common import (
 )
 from dm.service import ExecutionService
 from dm.store import ExecutionKey
+from tools.function_server import FunctionServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             emulator.host,
             "slow",
             work / "function.log",
+            project=PROJECT,
             extra_env={"THREADS": str(args.threads)},
         )
         server.start()

@@ -294,7 +294,8 @@ def test_schedule_lost_create_reply_still_returns_a_working_token(
     assert outcome(service, make_req(key, token)) is Code.OK
 
 
-def test_schedule_retries_a_create_that_failed(service, store, mocker):
+def _fail_first_commit(store, mocker) -> None:
+    """The store's next Commit fails unapplied; later ones go through."""
     from google.api_core import exceptions
 
     real = store._api.commit
@@ -307,6 +308,11 @@ def test_schedule_retries_a_create_that_failed(service, store, mocker):
         return real(*args, **kwargs)
 
     mocker.patch.object(store._api, "commit", side_effect=fail_once)
+
+
+def test_schedule_retries_a_create_that_failed(service, store, mocker):
+
+    _fail_first_commit(store, mocker)
     key = ExecutionKey("blip-create", 1, 1)
     token = service.schedule(key)
     mocker.stopall()
@@ -316,21 +322,11 @@ def test_schedule_retries_a_create_that_failed(service, store, mocker):
 def test_schedule_after_lost_reply_never_claims_someone_elses_execution(
     service, store, schedule, mocker
 ):
-    from google.api_core import exceptions
 
     from dm.store import AlreadyExists
 
     key, _ = schedule()
-    real = store._api.commit
-    failures = iter([exceptions.ServiceUnavailable("blip")])
-
-    def fail_once(*args, **kwargs):
-        error = next(failures, None)
-        if error is not None:
-            raise error
-        return real(*args, **kwargs)
-
-    mocker.patch.object(store._api, "commit", side_effect=fail_once)
+    _fail_first_commit(store, mocker)
     with pytest.raises(AlreadyExists):
         service.schedule(key)
 

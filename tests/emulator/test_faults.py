@@ -18,7 +18,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud.firestore_v1.services.firestore import FirestoreClient
 from google.cloud.firestore_v1.types import firestore
 
-from bench.common import FunctionServer, PrpcClient
+from bench.common import PrpcClient
 from dm import prpc
 from dm.rpc import Code
 from dm.service import RPC_TIMEOUT_S, STORE_BUDGET_S, ExecutionService
@@ -26,6 +26,7 @@ from dm.store import ExecutionKey, FirestoreStore, Settings, StoreError
 from tests.emulator.conftest import PROJECT
 from tests.support import make_req
 from tools.emulator import Emulator
+from tools.function_server import FunctionServer
 
 # A caller hears UNAVAILABLE within the service's storage budget; the rest
 # is slack for a shared machine (this is a bound, not a benchmark).

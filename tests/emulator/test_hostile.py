@@ -470,7 +470,7 @@ def test_hostile_timeout_header(hostile, value):
 
 @pytest.fixture(scope="module")
 def wire_server(emulator, tmp_path_factory):
-    from bench.common import FunctionServer
+    from tools.function_server import FunctionServer
 
     server = FunctionServer(
         emulator.host,
