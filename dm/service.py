@@ -28,7 +28,6 @@ import datetime
 import enum
 import hashlib
 import hmac
-import logging
 import random
 import re
 import secrets
@@ -52,8 +51,6 @@ from dm.store import (
     StoreMisconfigured,
     StoreUnavailable,
 )
-
-logger = logging.getLogger(__name__)
 
 State = graph_data_pb2.Execution.State
 

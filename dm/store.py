@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import logging
 import os
 import re
 import time
@@ -36,7 +35,6 @@ from google.protobuf import timestamp_pb2
 if TYPE_CHECKING:
     from google.cloud.firestore_v1.services.firestore import FirestoreClient
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "dm_executions"
 DEFAULT_DATABASE = "(default)"
