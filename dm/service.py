@@ -68,9 +68,17 @@ _QUEST_RE = re.compile(rf"[A-Za-z0-9._~-]{{1,{QUEST_MAX_CHARS}}}")
 # succeeds again: meanwhile one call at a time probes storage with a single
 # attempt, and the others answer UNAVAILABLE at once, instead of each
 # holding a server thread for a full budget while callers queue.
+#
+# A call cut short by its caller's deadline says little about storage, so
+# it marks storage down only after HARD_FAILURES_FOR_DOWN consecutive
+# failures that were refusals (a closed port, a reset connection), not time
+# running out: a short X-Prpc-Grpc-Timeout alone can never do it.
 STORE_BUDGET_S = 5.0
 RPC_TIMEOUT_S = 2.0
 MAX_ROUNDS = 8
+HARD_FAILURES_FOR_DOWN = 2
+# Less time than this is too little to start a storage call in.
+_MIN_RPC_S = 0.001
 
 # Messages returned to callers.
 MSG_DENIED = "activation token is wrong, or no such Execution"
@@ -271,6 +279,7 @@ class ExecutionService:
         budget_end = time.monotonic() + self._store_budget
         failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
         storage_failed = False  # did the last round fail on storage?
+        hard_failures = 0  # consecutive refusals, not timeouts, from storage
         for round_no in range(1, MAX_ROUNDS + 1):
             ctx.log_fields["rounds"] = round_no
             if self._rpc_timeout(ctx, budget_end) is None:
@@ -279,16 +288,18 @@ class ExecutionService:
                 if self._activate_once(activation, ctx, budget_end):
                     return empty_pb2.Empty()
                 # Lost a race for the document: read it again at once.
-                storage_failed = False
+                storage_failed, hard_failures = False, 0
                 continue
             except StoreContention:
                 failure = RpcError(Code.ABORTED, MSG_CONTENTION)
-                storage_failed = False
+                storage_failed, hard_failures = False, 0
             except StoreError as exc:
                 # The call's one log line says what storage did last.
                 ctx.log_fields["error"] = f"storage: {exc}"
                 failure = RpcError(Code.UNAVAILABLE, MSG_UNAVAILABLE)
                 storage_failed = True
+                timed_out = isinstance(exc, StoreUnavailable) and exc.timed_out
+                hard_failures = 0 if timed_out else hard_failures + 1
                 if isinstance(exc, StoreMisconfigured):
                     ctx.log_fields["misconfigured"] = True
                     # Retrying cannot help before an operator acts; the
@@ -300,8 +311,13 @@ class ExecutionService:
                     break
             _backoff(round_no, budget_end, ctx)
 
-        remaining = ctx.remaining()
-        if remaining is not None and remaining <= 0:
+        call_left = ctx.remaining()
+        if call_left is not None and call_left <= min(
+            _MIN_RPC_S, budget_end - time.monotonic()
+        ):
+            # The caller's deadline, not the storage budget, ended the call.
+            if storage_failed and hard_failures >= HARD_FAILURES_FOR_DOWN:
+                self._storage_down = True
             raise RpcError(Code.DEADLINE_EXCEEDED, MSG_DEADLINE)
         if storage_failed:
             self._storage_down = True
@@ -313,7 +329,7 @@ class ExecutionService:
         call_left = ctx.remaining()
         if call_left is not None:
             left = min(left, call_left)
-        if left <= 0.001:
+        if left <= _MIN_RPC_S:
             return None
         return min(left, RPC_TIMEOUT_S)
 
@@ -325,7 +341,7 @@ class ExecutionService:
         """
         timeout = self._rpc_timeout(ctx, budget_end)
         if timeout is None:
-            raise StoreUnavailable("no time left for storage")
+            raise StoreUnavailable("no time left for storage", timed_out=True)
         return timeout
 
     def _activate_once(
@@ -426,30 +442,36 @@ class ExecutionService:
 
         give_up_at = time.monotonic() + self._store_budget
         ctx = Context()
-        uncertain = False
+        uncertain = False  # may an earlier create have landed unseen?
         for round_no in range(1, MAX_ROUNDS + 1):
-            timeout = min(RPC_TIMEOUT_S, max(0.001, give_up_at - time.monotonic()))
+            timeout = min(RPC_TIMEOUT_S, max(_MIN_RPC_S, give_up_at - time.monotonic()))
             try:
+                if uncertain:
+                    snapshot = self._store.get(key, timeout=timeout)
+                    if snapshot is not None:
+                        stored = snapshot.fields.get(F_ACTIVATION_SHA256)
+                        if isinstance(stored, bytes) and hmac.compare_digest(
+                            stored, digest
+                        ):
+                            return token
+                        break  # someone else's Execution
                 self._store.create(key, fields, timeout=timeout)
                 return token
             except AlreadyExists:
-                if uncertain and self._holds_digest(key, digest, timeout):
-                    return token
-                raise
+                if not uncertain:
+                    raise
+                # Absent when read, present when created: read it again to
+                # learn whose it is.
             except StoreMisconfigured:
                 raise
             except StoreUnavailable:
                 uncertain = True
                 if round_no == MAX_ROUNDS or time.monotonic() >= give_up_at:
                     raise
-                _backoff(round_no, give_up_at, ctx)
-        raise AssertionError("unreachable")
-
-    def _holds_digest(self, key: ExecutionKey, digest: bytes, timeout: float) -> bool:
-        """Whether the Execution's stored activation digest is `digest`."""
-        snapshot = self._store.get(key, timeout=timeout)
-        stored = snapshot.fields.get(F_ACTIVATION_SHA256) if snapshot else None
-        return isinstance(stored, bytes) and hmac.compare_digest(stored, digest)
+            _backoff(round_no, give_up_at, ctx)
+        else:
+            raise StoreUnavailable("schedule: storage did not settle")
+        raise AlreadyExists("the Execution already exists")
 
     def show(self, key: ExecutionKey) -> dict[str, Any] | None:
         """Returns the Execution's state and times, never its digests.

@@ -62,7 +62,14 @@ class StoreUnavailable(StoreError):
     """Firestore did not answer in time, or failed in a way worth retrying.
 
     A write that ends in this error may or may not have been applied.
+    `timed_out` tells a call that ran out of time (which may be the
+    caller's short deadline, not Firestore's fault) from one that Firestore
+    or the network refused outright.
     """
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class StoreMisconfigured(StoreUnavailable):
@@ -395,7 +402,10 @@ def _classify(exc: Exception, step: str, target: str) -> StoreError:
         )
     # Everything else (unreachable, timed out, a bug in the client library)
     # is worth retrying; the class name and where we called are enough.
-    return StoreUnavailable(f"{step}: {name} from {target}")
+    timed_out = isinstance(
+        exc, api_exceptions.DeadlineExceeded | api_exceptions.RetryError
+    )
+    return StoreUnavailable(f"{step}: {name} from {target}", timed_out=timed_out)
 
 
 _UTC = datetime.UTC

@@ -375,3 +375,86 @@ def test_slow_storage_within_deadline_still_activates(store, schedule, mocker):
     assert (
         outcome(service, make_req(key, token), Context(time.monotonic() + 3)) is Code.OK
     )
+
+
+# Short caller deadlines and the storage-down mode.
+
+
+def test_tiny_deadline_is_deadline_exceeded_and_touches_nothing(service, store, mocker):
+    spy = mocker.spy(store, "get")
+    ctx = Context(deadline=time.monotonic() + 0.0008)
+    assert outcome(service, make_req(), ctx) is Code.DEADLINE_EXCEEDED
+    assert spy.call_count == 0
+    assert service._storage_down is False
+
+
+def test_deadline_after_one_refusal_leaves_storage_up(store, schedule, mocker):
+    service = ExecutionService(store)
+    key, token = schedule()
+    real = store.get
+    refusals = iter([StoreUnavailable("get: refused")])
+
+    def refuse_once(*args, **kwargs):
+        error = next(refusals, None)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    mocker.patch.object(store, "get", side_effect=refuse_once)
+    mocker.patch("dm.service.random.uniform", return_value=1.0)  # 100 ms backoff
+    ctx = Context(deadline=time.monotonic() + 0.05)
+    assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
+    assert service._storage_down is False
+
+
+def test_short_deadlines_with_refused_storage_mark_it_down(store, schedule, mocker):
+    service = ExecutionService(store)
+    key, token = schedule()
+    mocker.patch.object(store, "get", side_effect=StoreUnavailable("get: refused"))
+    ctx = Context(deadline=time.monotonic() + 0.6)
+    assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
+    assert service._storage_down is True
+    # The next call is the one probe, and a successful read clears the mode.
+    mocker.stopall()
+    assert outcome(service, make_req(key, token)) is Code.OK
+    assert service._storage_down is False
+
+
+def test_short_deadlines_with_timing_out_storage_never_mark_it_down(
+    store, schedule, mocker
+):
+    service = ExecutionService(store)
+    key, token = schedule()
+    slow = StoreUnavailable("get: DeadlineExceeded", timed_out=True)
+    mocker.patch.object(store, "get", side_effect=slow)
+    for _ in range(3):
+        ctx = Context(deadline=time.monotonic() + 0.3)
+        assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
+    assert service._storage_down is False
+
+
+def test_schedule_lost_reply_then_failed_confirmation_read_still_settles(
+    service, store, mocker
+):
+    from google.api_core import exceptions
+
+    real_commit, real_get = store._api.commit, store.get
+
+    def commit_then_lose_reply(*args, **kwargs):
+        real_commit(*args, **kwargs)
+        raise exceptions.ServiceUnavailable("connection reset")
+
+    reads = iter([StoreUnavailable("get: blip")])
+
+    def get_fails_once(*args, **kwargs):
+        error = next(reads, None)
+        if error is not None:
+            raise error
+        return real_get(*args, **kwargs)
+
+    mocker.patch.object(store._api, "commit", side_effect=commit_then_lose_reply)
+    mocker.patch.object(store, "get", side_effect=get_fails_once)
+    key = ExecutionKey("lost-and-blip", 1, 1)
+    token = service.schedule(key)
+    mocker.stopall()
+    assert outcome(service, make_req(key, token)) is Code.OK
