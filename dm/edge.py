@@ -85,6 +85,13 @@ def _get_server() -> prpc.Server:
         except StoreError as exc:
             _config_error, _config_error_at = str(exc), now
             raise
+        except Exception as exc:
+            # Building touches only the environment and the client library;
+            # whatever else fails there is a configuration problem too, and
+            # must answer as one, never as an INTERNAL crash.
+            _config_error = f"cannot build the Firestore client: {type(exc).__name__}"
+            _config_error_at = now
+            raise StoreError(_config_error) from exc
         _server = build_server(
             ExecutionService(store, finished_ttl=settings.finished_ttl)
         )

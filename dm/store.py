@@ -167,7 +167,9 @@ class Settings:
         ttl_days = environ.get("DM_FINISHED_TTL_DAYS", "").strip()
         finished_ttl = None
         if ttl_days:
-            if not ttl_days.isdigit() or not 1 <= int(ttl_days) <= 36500:
+            # ASCII digits only: str.isdigit() also takes "²", which int()
+            # then refuses.
+            if not _DIGITS_RE.fullmatch(ttl_days) or not 1 <= int(ttl_days) <= 36500:
                 raise StoreError(
                     f"DM_FINISHED_TTL_DAYS must be 1 to 36500 days, not {ttl_days!r}"
                 )
@@ -181,6 +183,7 @@ class Settings:
         )
 
 
+_DIGITS_RE = re.compile(r"[0-9]{1,6}")
 # "(default)", or 4 to 63 of a-z 0-9 -, starting with a letter and not
 # ending with a hyphen.
 _DATABASE_RE = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
@@ -188,7 +191,7 @@ _DATABASE_RE = re.compile(r"\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9]")
 
 def _is_host_port(value: str) -> bool:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or "/" in host or not port.isdigit():
+    if not sep or not host or "/" in host or not _DIGITS_RE.fullmatch(port):
         return False
     if host.startswith("["):
         host = host.removeprefix("[").removesuffix("]")

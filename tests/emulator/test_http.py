@@ -174,6 +174,20 @@ def test_missing_project_is_a_retryable_error(http, monkeypatch):
     assert_headers(response)
 
 
+def test_any_failure_building_the_client_is_a_retryable_error(
+    http, monkeypatch, mocker
+):
+    from dm import edge
+
+    # Not a StoreError: the class of failure the edge must still contain.
+    mocker.patch.object(edge, "FirestoreStore", side_effect=ValueError("x"))
+    edge.reset()
+    response = post(http, make_req())
+    assert (code_of(response), response.status_code) == (Code.UNAVAILABLE, 503)
+    assert_headers(response)
+    assert b"ValueError" not in response.data
+
+
 def test_one_log_line_per_call_without_tokens(http, schedule, capsys):
     key, token = schedule()
     req = make_req(key, token)

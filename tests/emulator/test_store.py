@@ -153,6 +153,13 @@ def test_get_errors_become_store_errors(store, mocker, error):
             {"GOOGLE_CLOUD_PROJECT": "p", "DM_EXECUTIONS_COLLECTION": "__x__"},
             "collection",
         ),
+        # Non-ASCII digits pass str.isdigit() but not int().
+        ({"GOOGLE_CLOUD_PROJECT": "p", "DM_FINISHED_TTL_DAYS": "\u00b2"}, "TTL"),
+        ({"GOOGLE_CLOUD_PROJECT": "p", "DM_FINISHED_TTL_DAYS": "\u0661"}, "TTL"),
+        (
+            {"GOOGLE_CLOUD_PROJECT": "p", "FIRESTORE_EMULATOR_HOST": "h:\u00b3"},
+            "EMULATOR",
+        ),
     ],
 )
 def test_settings_from_env_rejects_bad_configuration(env, message):
