@@ -16,16 +16,19 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import ipaddress
 import json
 import math
 import os
 import pathlib
 import random
+import re
 import secrets
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -84,10 +87,15 @@ def _execution_id(args: argparse.Namespace) -> ExecutionKey:
 
 
 def _service() -> ExecutionService:
+    """The service over the configured store; a configuration problem is a
+    local error (exit 1), not a storage failure worth retrying."""
     from dm.service import ExecutionService
-    from dm.store import FirestoreStore, Settings
+    from dm.store import FirestoreStore, Settings, StoreError
 
-    return ExecutionService(FirestoreStore(Settings.from_env()))
+    try:
+        return ExecutionService(FirestoreStore(Settings.from_env()))
+    except StoreError as exc:
+        raise SystemExit(f"error: configuration: {exc}") from None
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -224,6 +232,32 @@ def _fetch_id_token(audience: str) -> str:
         ) from None
 
 
+# An identity token is a JWT: base64url segments joined by dots. Anything
+# else (an inner newline from a captured warning, say) is refused before it
+# reaches a header, where the HTTP library would echo it in its error.
+_ID_TOKEN_RE = re.compile(r"[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*")
+_ID_TOKEN_MAX = 16 * 1024
+
+
+def _checked_token(token: str, source: str) -> str:
+    if len(token) > _ID_TOKEN_MAX or not _ID_TOKEN_RE.fullmatch(token):
+        raise AuthError(
+            f"the identity token from {source} is not one line of JWT text "
+            "(it is not shown)"
+        )
+    return token
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _id_token(args: argparse.Namespace, base_url: str) -> str | None:
     """The identity token to send, or None to send none.
 
@@ -245,15 +279,39 @@ def _id_token(args: argparse.Namespace, base_url: str) -> str | None:
             ) from None
         if not token:
             raise AuthError(f"--id-token-file {args.id_token_file} is empty")
-        return token
+        return _plain_http_guard(_checked_token(token, "--id-token-file"), base_url)
     token = os.environ.get(ID_TOKEN_ENV, "").strip()
     if token:
-        return token
+        return _plain_http_guard(_checked_token(token, f"${ID_TOKEN_ENV}"), base_url)
     if args.no_id_token:
         return None
     if args.audience or base_url.startswith("https://"):
         return _fetch_id_token(args.audience or base_url)
     return None
+
+
+def _plain_http_guard(token: str, base_url: str) -> str | None:
+    """Keeps a bearer token off plain http, except to this machine (a
+    function run locally); says so on stderr when it drops one."""
+    if base_url.startswith("https://") or _is_loopback(base_url):
+        return token
+    print(
+        "warning: not sending the identity token over plain http:// to another host",
+        file=sys.stderr,
+    )
+    return None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every redirect into an answer of its own: following one would
+    re-send the bearer token to wherever it points, and take that place's
+    reply as the verdict."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 def _call(
@@ -269,7 +327,7 @@ def _call(
         headers["Authorization"] = f"Bearer {id_token}"
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
+        with _OPENER.open(request, timeout=timeout) as reply:
             status, headers, text = reply.status, reply.headers, ""
     except urllib.error.HTTPError as exc:
         status, headers = exc.code, exc.headers
@@ -290,8 +348,12 @@ def cmd_activate(args: argparse.Namespace) -> int:
     body = req.SerializeToString()
     base_url = args.url.rstrip("/")
     url = base_url + ACTIVATE_PATH
-    if not url.startswith(("http://", "https://")):
-        print("error: --url must be http:// or https://", file=sys.stderr)
+    try:
+        host = urllib.parse.urlsplit(base_url).hostname
+    except ValueError:
+        host = None
+    if not url.startswith(("http://", "https://")) or not host:
+        print("error: --url must be an http:// or https:// URL", file=sys.stderr)
         return EXIT_ERROR
     try:
         id_token = _id_token(args, base_url)
@@ -316,6 +378,12 @@ def cmd_activate(args: argparse.Namespace) -> int:
         if code in _FINAL_CODES:
             print(f"error: {_code_name(code)}: {text}", file=sys.stderr)
             return _CODE_EXITS.get(code, EXIT_OTHER)
+        if code is None and 300 <= status < 400:
+            print(
+                f"error: HTTP {status} redirect, not followed: check --url",
+                file=sys.stderr,
+            )
+            return EXIT_OTHER
         if code is None and status in (401, 403):
             # The platform refused the call before it reached the service:
             # this is not the service's PERMISSION_DENIED, which carries a

@@ -212,3 +212,69 @@ def test_service_permission_denied_is_not_an_authentication_problem(
     assert code == cli.EXIT_PERMISSION_DENIED
     assert err.startswith("error: PERMISSION_DENIED: ")
     assert "authentication" not in err
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ID_TOKEN[:20] + "\n" + ID_TOKEN[20:],
+        "WARNING: something\n" + ID_TOKEN,
+        ID_TOKEN + " trailing words",
+        ID_TOKEN.replace(".", "\r\n."),
+    ],
+)
+def test_malformed_token_is_refused_and_never_shown(
+    function, auth_file, capsys, monkeypatch, tmp_path, fetch, via, bad
+):
+    if via == "env":
+        monkeypatch.setenv(cli.ID_TOKEN_ENV, bad)
+        extra = []
+    else:
+        path = tmp_path / "id.token"
+        path.write_text(bad)
+        extra = ["--id-token-file", str(path)]
+    code, out, err = activate(
+        capsys, "--url", function.url, "--auth-file", auth_file, *extra
+    )
+    assert code == cli.EXIT_AUTH
+    for part in bad.split():
+        assert part not in out + err
+    assert function.seen == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed(function, auth_file, capsys, monkeypatch, status):
+    with StandIn() as elsewhere:
+        function.reply = (status, {"Location": elsewhere.url + "/steal"}, b"")
+        monkeypatch.setenv(cli.ID_TOKEN_ENV, ID_TOKEN)
+        code, out, err = activate(
+            capsys, "--url", function.url, "--auth-file", auth_file
+        )
+        assert (code, out) == (cli.EXIT_OTHER, "")
+        assert "redirect" in err
+        assert elsewhere.seen == []
+    assert len(function.seen) == 1  # an answer, not a transient failure
+
+
+@pytest.mark.parametrize(
+    "url, sent",
+    [
+        ("https://dm.example.invalid", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://dm.example.invalid", False),
+        ("http://127.example.invalid", False),
+    ],
+)
+def test_tokens_stay_off_plain_http_to_other_hosts(monkeypatch, capsys, url, sent):
+    monkeypatch.setenv(cli.ID_TOKEN_ENV, ID_TOKEN)
+    args = cli._parser().parse_args(["activate", "--url", url, "--auth-file", "unused"])
+    assert (cli._id_token(args, url) == ID_TOKEN) is sent
+    assert ("not sending" in capsys.readouterr().err) is not sent
+
+
+def test_unusable_url_is_a_local_error(auth_file, capsys):
+    code, _, err = activate(capsys, "--url", "http://[bad", "--auth-file", auth_file)
+    assert code == cli.EXIT_ERROR and "--url" in err

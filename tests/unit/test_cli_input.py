@@ -121,3 +121,27 @@ def test_dangling_symlink_token_file_is_a_local_error(tmp_path):
     with pytest.raises(SystemExit) as info:
         cli._execution_token(str(tmp_path / "token"))
     assert "does not hold" in str(info.value.code)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"GOOGLE_CLOUD_PROJECT": "p", "FIRESTORE_EMULATOR_HOST": "http://localhost"},
+        {"GOOGLE_CLOUD_PROJECT": "p", "DM_EXECUTIONS_COLLECTION": "a/b"},
+    ],
+)
+@pytest.mark.parametrize("command", ["schedule", "show"])
+def test_configuration_errors_are_local_errors(monkeypatch, capsys, env, command):
+    for name in (
+        "GOOGLE_CLOUD_PROJECT",
+        "FIRESTORE_EMULATOR_HOST",
+        "DM_EXECUTIONS_COLLECTION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    argv = [command, *ID, "--attempt", "1", "--execution", "1"]
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert str(info.value.code).startswith("error: configuration: ")
