@@ -99,6 +99,10 @@ check DM_MIN_INSTANCES "$min_instances" '[0-9]+'
 check DM_MAX_INSTANCES "$max_instances" '[0-9]+'
 check DM_CONCURRENCY "$concurrency" '[0-9]+'
 check DM_FINISHED_TTL_DAYS "$ttl_days" '[1-9][0-9]{0,4}'
+# What the function itself refuses at start (dm/store.py, Settings), refused
+# here too, so that no deploy ships a revision that answers "not configured".
+[[ "$collection" == __*__ ]] && die "DM_COLLECTION may not be of the reserved form __name__: '$collection'"
+((10#$ttl_days <= 36500)) || die "DM_FINISHED_TTL_DAYS must be 1 to 36500 days: '$ttl_days'"
 sa_name="${service_account%%@*}"
 members=()
 if [ -n "$invokers" ]; then
@@ -191,7 +195,8 @@ else
   auth_flag=--no-allow-unauthenticated
 fi
 
-root="$(cd "$(dirname "$0")" && pwd)"
+# CDPATH would make cd print the directory, doubling it in $root.
+root="$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)"
 run gcloud functions deploy "$name" \
   --gen2 \
   --quiet \

@@ -395,3 +395,59 @@ def test_real_gcloud_knows_every_flag_used(tmp_path):
         helptext = re.sub(r"\x1b\[[0-9;]*m", "", helptext)
         for name in flags(call):
             assert name in helptext, (command, name)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"DM_COLLECTION": v} for v in ("dm", "__dm__", "__x", "x__", "a-b_C9", "_" * 4)]
+    + [{"DM_FINISHED_TTL_DAYS": v} for v in ("1", "30", "36500", "36501", "99999")],
+)
+def test_deploy_accepts_only_what_the_function_accepts(tmp_path, env):
+    from dm.store import Settings, StoreError
+
+    result, calls = run_deploy(tmp_path, "--ttl", DM_PROJECT="my-proj", **env)
+    deployed = bool(find(calls, "functions", "deploy"))
+    function_env = {
+        "GOOGLE_CLOUD_PROJECT": "my-proj",
+        "DM_EXECUTIONS_COLLECTION": env.get("DM_COLLECTION", "dm_executions"),
+        "DM_FINISHED_TTL_DAYS": env.get("DM_FINISHED_TTL_DAYS", "30"),
+    }
+    try:
+        Settings.from_env(function_env)
+        function_accepts = True
+    except StoreError:
+        function_accepts = False
+    if deployed:
+        assert function_accepts, (
+            f"deploy.sh shipped settings the function refuses: {env}"
+        )
+    else:
+        assert result.returncode != 0 and env and calls == []
+
+
+def test_deploy_source_is_the_repository_even_with_cdpath(tmp_path):
+    # Run as `bash <repo-name>/deploy.sh` from the repository's parent, with
+    # CDPATH naming a directory that holds a decoy of the same name.
+    decoy = tmp_path / "decoy" / ROOT.name
+    decoy.mkdir(parents=True)
+    log = tmp_path / "gcloud-calls.jsonl"
+    result = subprocess.run(
+        ["bash", f"{ROOT.name}/deploy.sh"],
+        env={
+            "PATH": f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "FAKE_GCLOUD_LOG": str(log),
+            "FAKE_GCLOUD_URL": URL,
+            "FAKE_GCLOUD_FAIL": "",
+            "DM_PROJECT": "my-proj",
+            "CDPATH": str(tmp_path / "decoy"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    [deploy] = find(calls, "functions", "deploy")
+    assert flags(deploy)["--source"] == str(ROOT)

@@ -80,7 +80,8 @@ def _make_token(path: str, queue) -> None:
 
 def test_token_file_racing_creators_agree(tmp_path):
     path = str(tmp_path / "token")
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: the test process may hold gRPC threads by now.
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_make_token, args=(path, queue)) for _ in range(8)]
     for proc in procs:
