@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
-import os
 import pathlib
 import secrets
 import statistics
@@ -19,18 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-# Nothing here may ever reach a Google service or the metadata server: if a
-# library asked for default credentials, the probe would hit a closed
-# loopback port. Set before any Google library is imported.
-os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
-os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
-os.environ["NO_GCE_CHECK"] = "True"
-os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
-
-from dm.proto import activate_execution_pb2  # noqa: E402
-from dm.rpc import Code  # noqa: E402
-from dm.store import ExecutionKey, FirestoreStore, Settings  # noqa: E402
-from tools.emulator import Emulator  # noqa: E402
+from dm.proto import activate_execution_pb2
+from dm.rpc import Code
+from dm.store import ExecutionKey, FirestoreStore, Settings
+from tools.emulator import Emulator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROJECT = "demo-dm-bench"
