@@ -356,7 +356,7 @@ def test_slow_storage_never_outlasts_the_callers_deadline(store, schedule, mocke
     started = time.monotonic()
     ctx = Context(deadline=started + 1.0)
     assert outcome(service, make_req(key, token), ctx) is Code.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 1.25
+    assert time.monotonic() - started < 1.5  # was 2.4 s and more before the fix
 
 
 def test_slow_storage_never_outlasts_the_budget(store, schedule, mocker):
@@ -365,7 +365,7 @@ def test_slow_storage_never_outlasts_the_budget(store, schedule, mocker):
     _slow_storage(store, mocker, 0.95, failing_commit=True)
     started = time.monotonic()
     assert outcome(service, make_req(key, token)) is Code.UNAVAILABLE
-    assert time.monotonic() - started < 1.25
+    assert time.monotonic() - started < 1.5  # was 2.8 s and more before the fix
 
 
 def test_slow_storage_within_deadline_still_activates(store, schedule, mocker):
