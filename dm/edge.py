@@ -8,11 +8,12 @@ request to the pRPC server, and writes one log line per call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flask
@@ -111,10 +112,7 @@ def reset() -> None:
 def handle(request: flask.Request) -> flask.Response:
     """Serves one HTTP request as a pRPC call and logs it in one line."""
     started = time.monotonic()
-    bound = logs.bind(
-        logs.trace_fields(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
-    )
-    try:
+    with _traced(request):
         config_error = None
         try:
             server = _get_server()
@@ -132,9 +130,19 @@ def handle(request: flask.Request) -> flask.Response:
                 )
             )
         _log_call(request, response, time.monotonic() - started, config_error)
+    return _to_flask(response)
+
+
+@contextlib.contextmanager
+def _traced(request: flask.Request) -> Iterator[None]:
+    """Adds the request's trace fields to every line logged inside."""
+    bound = logs.bind(
+        logs.trace_fields(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    )
+    try:
+        yield
     finally:
         logs.unbind(bound)
-    return _to_flask(response)
 
 
 def _to_flask(response: prpc.Response) -> flask.Response:
@@ -228,13 +236,6 @@ def _crash(exc: BaseException) -> flask.Response:
 def _answer(response: prpc.Response) -> flask.Response:
     """A framework-level answer, logged like any other call."""
     if flask.has_request_context():
-        bound = logs.bind(
-            logs.trace_fields(
-                flask.request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT")
-            )
-        )
-        try:
+        with _traced(flask.request):
             _log_call(flask.request, response, None, None)
-        finally:
-            logs.unbind(bound)
     return _to_flask(response)
